@@ -1,0 +1,13 @@
+"""llmzip: lossless compression with a language model, context mixing and a range coder.
+
+    >>> import llmzip
+    >>> blob = llmzip.compress(b"hello")
+    >>> llmzip.decompress(blob)
+    b'hello'
+"""
+
+from llmzip.codec import Settings, compress, decompress
+from llmzip.errors import LlmzipError
+
+__all__ = ["LlmzipError", "Settings", "compress", "decompress"]
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from llmzip.cli import main
+
+main()

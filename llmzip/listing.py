@@ -1,0 +1,48 @@
+"""`llmzip info`: a readable description of a container's header and frames (no model needed)."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from llmzip import container as fmt
+
+
+def describe(f: BinaryIO, name: str) -> str:
+    """Parse the whole container (without decoding) and describe it; FormatError if corrupt."""
+    header = fmt.Header.read(f)
+    lines = [f"{name}: llmzip format version {header.version}, frame size {header.frame_size}"]
+    m = header.model
+    if m:
+        mode = "portable" if header.portable else "machine-bound (fast mode)"
+        lines.append(
+            f"  model {m.fingerprint.hex()}, {m.dtype} on {m.device}, {m.threads} threads, "
+            f"numeric env {m.env.hex()} ({mode})"
+        )
+        lines.append(f"  window {m.window} tokens ({m.sinks} sinks), mixer {m.mix.hex() or '-'}")
+    coded = stored = packed = 0
+    tokens = 0
+    index = 0
+    while True:
+        frame = fmt.read_frame(f, header)
+        if isinstance(frame, fmt.End):
+            break
+        index += 1
+        if isinstance(frame, fmt.StoredFrame):
+            stored += 1
+            packed += len(frame.data)
+            lines.append(f"  frame {index}: stored, {len(frame.data)} bytes")
+        else:
+            coded += 1
+            packed += len(frame.payload)
+            tokens += sum(frame.tokens)
+            lines.append(
+                f"  frame {index}: {frame.length} bytes -> {len(frame.payload)} bytes, "
+                f"{sum(frame.tokens)} tokens in {len(frame.tokens)} streams, "
+                f"crc32 {frame.crc:08x}"
+            )
+    ratio = 8 * packed / frame.length if frame.length else 0.0
+    lines.append(
+        f"  original {frame.length} bytes, crc32 {frame.crc:08x}; {coded} coded and {stored} "
+        f"stored frames, {tokens} tokens, payload {ratio:.3f} bits/byte"
+    )
+    return "\n".join(lines)

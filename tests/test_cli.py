@@ -1,0 +1,168 @@
+"""The command line: file naming, stdin/stdout, exit codes, one-line errors, no partial output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmzip.cli import main
+from tests.conftest import CORPUS
+
+OPTS = ["--context", "16", "--threads", "1", "--streams", "2"]
+
+
+
+
+def invoke(argv, input=None):
+    """Like the console script: aliases and the default command are resolved by main()."""
+    runner = CliRunner()
+
+    def entry():
+        main(argv)
+
+    import click
+
+    cmd = click.Command("llmzip", callback=entry)
+    return runner.invoke(cmd, [], input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    p = tmp_path / "a.txt"
+    p.write_bytes(CORPUS.encode()[:700])
+    return p
+
+
+def test_compress_decompress_files(tiny_env, text_file, tmp_path):
+    r = invoke(["compress", *OPTS, "-v", str(text_file)])
+    assert r.exit_code == 0, r.output
+    packed = Path(str(text_file) + ".llmz")
+    assert packed.exists() and text_file.exists()
+    assert "bits/byte" in r.stderr
+    original = text_file.read_bytes()
+    text_file.unlink()
+    r = invoke(["-d", str(packed)])
+    assert r.exit_code == 0, r.output
+    assert text_file.read_bytes() == original
+
+
+def test_existing_output_needs_force(tiny_env, text_file):
+    out = Path(str(text_file) + ".llmz")
+    out.write_bytes(b"precious")
+    r = invoke(["compress", *OPTS, str(text_file)])
+    assert r.exit_code == 1 and "already exists" in r.stderr
+    assert out.read_bytes() == b"precious"
+    r = invoke(["compress", *OPTS, "-f", str(text_file)])
+    assert r.exit_code == 0 and out.read_bytes() != b"precious"
+
+
+def test_stdout_and_output_flags(tiny_env, text_file, tmp_path):
+    r = invoke(["compress", *OPTS, "-c", str(text_file)])
+    assert r.exit_code == 0
+    blob = r.stdout_bytes
+    assert blob.startswith(b"LLMZ")
+    r = invoke(["decompress", "-c"], input=blob)
+    assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
+    out = tmp_path / "x.bin"
+    r = invoke(["compress", *OPTS, str(text_file), "-o", str(out)])
+    assert r.exit_code == 0 and out.read_bytes().startswith(b"LLMZ")
+    r = invoke(["decompress", str(out), "-o", str(tmp_path / "back")])
+    assert (tmp_path / "back").read_bytes() == text_file.read_bytes()
+
+
+def test_rm_removes_source_only_after_success(tiny_env, text_file):
+    original = text_file.read_bytes()
+    r = invoke(["compress", *OPTS, "--rm", str(text_file)])
+    assert r.exit_code == 0, r.output
+    assert not text_file.exists()
+    r = invoke(["decompress", "--rm", str(text_file) + ".llmz"])
+    assert r.exit_code == 0
+    assert text_file.read_bytes() == original and not Path(str(text_file) + ".llmz").exists()
+
+
+def test_corrupt_input_one_line_exit_1_no_output(tiny_env, text_file, tmp_path):
+    r = invoke(["compress", *OPTS, str(text_file)])
+    packed = Path(str(text_file) + ".llmz")
+    blob = bytearray(packed.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    bad = tmp_path / "bad.txt.llmz"
+    bad.write_bytes(bytes(blob[:-3]))
+    r = invoke(["decompress", str(bad)])
+    assert r.exit_code == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("llmzip: ")
+    assert not (tmp_path / "bad.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_wrong_suffix_and_missing_file(tiny_env, tmp_path):
+    r = invoke(["decompress", str(tmp_path / "nope.txt")])
+    assert r.exit_code == 1 and "unknown suffix" in r.stderr
+    r = invoke(["compress", str(tmp_path / "missing.txt")])
+    assert r.exit_code == 1 and "No such file" in r.stderr
+
+
+def test_usage_errors_exit_2(tiny_env, text_file):
+    r = invoke(["compress", "--streams", "0", str(text_file)])
+    assert r.exit_code == 2
+    r = invoke(["compress", "-o", "x", str(text_file), str(text_file)])
+    assert r.exit_code == 2
+
+
+def test_info_and_test(tiny_env, text_file):
+    invoke(["compress", *OPTS, str(text_file)])
+    packed = str(text_file) + ".llmz"
+    r = invoke(["info", packed])
+    assert r.exit_code == 0 and "streams" in r.stdout and "format version 1" in r.stdout
+    r = invoke(["-t", packed])
+    assert r.exit_code == 0 and "OK" in r.stderr
+
+
+def test_missing_model_says_how_to_get_it(text_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMZIP_MODEL", str(tmp_path / "no-model"))
+    r = invoke(["compress", str(text_file)])
+    assert r.exit_code == 1 and "llmzip model fetch" in r.stderr
+
+
+def test_version_and_help():
+    assert invoke(["-V"]).exit_code == 0
+    r = invoke(["-h"])
+    assert r.exit_code == 0 and "decompress" in r.output
+
+
+def _env(model: str) -> dict:
+    return {**os.environ, "LLMZIP_MODEL": model, "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def test_real_pipe_stdin_stdout(tiny_model):
+    data = CORPUS.encode() * 3
+    cmd = [sys.executable, "-m", "llmzip"]
+    packed = subprocess.run([*cmd, "compress", *OPTS], input=data, capture_output=True,
+                            env=_env(tiny_model), check=True).stdout
+    back = subprocess.run([*cmd, "-d"], input=packed, capture_output=True,
+                          env=_env(tiny_model), check=True).stdout
+    assert back == data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_killed_compression_leaves_no_output(tiny_model, tmp_path, sig):
+    src = tmp_path / "big.txt"
+    src.write_bytes(CORPUS.encode() * 400)
+    proc = subprocess.Popen([sys.executable, "-m", "llmzip", "compress", "--context", "64",
+                             "--streams", "1", "--threads", "1", str(src)],
+                            env=_env(tiny_model), stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "compression ended before it could be interrupted"
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]

@@ -1,0 +1,104 @@
+"""Corrupt, truncated and foreign containers fail cleanly with an LlmzipError."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmzip
+from llmzip import container as fmt
+from llmzip import numerics
+from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
+from tests.conftest import CORPUS
+
+TINY = {"window": 16, "sinks": 2, "threads": 1, "streams": 2}
+
+
+@pytest.fixture(scope="module")
+def sample(tiny_model) -> tuple[bytes, bytes]:
+    data = CORPUS.encode()[:600]
+    return data, llmzip.compress(data, model=tiny_model, **TINY)
+
+
+def test_header_roundtrip():
+    section = fmt.ModelSection(b"12345678", "float32", "cpu", 2, b"abcd", 1024, 4, b"\x01\x02")
+    for header in (fmt.Header(1 << 20, section), fmt.Header(77, None, portable=True)):
+        assert fmt.Header.read(io.BytesIO(header.to_bytes())) == header
+
+
+def test_header_is_compact():
+    assert len(fmt.Header(1 << 20, fmt.ModelSection(b"12345678", "float32", "cpu", 2, b"abcd",
+                                                   1024, 4, b"")).to_bytes()) < 40
+
+
+def test_every_truncation_is_detected(tiny_model, sample):
+    _, blob = sample
+    for cut in range(len(blob)):
+        with pytest.raises(FormatError):
+            llmzip.decompress(blob[:cut], model=tiny_model)
+
+
+def test_trailing_garbage_is_detected(tiny_model, sample):
+    _, blob = sample
+    with pytest.raises(FormatError):
+        llmzip.decompress(blob + b"x", model=tiny_model)
+
+
+def test_every_single_byte_corruption_is_detected(tiny_model, sample):
+    data, blob = sample
+    for pos in range(len(blob)):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x5A
+        try:
+            out = llmzip.decompress(bytes(bad), model=tiny_model)
+        except LlmzipError:
+            continue
+        # A flip can only go unnoticed where it changes nothing that is decoded.
+        assert out == data
+
+
+def test_bad_magic_and_newer_version(tiny_model, sample):
+    _, blob = sample
+    with pytest.raises(FormatError, match="not an llmzip file"):
+        llmzip.decompress(b"GZIP" + blob[4:], model=tiny_model)
+    newer = blob[:4] + bytes([fmt.FORMAT_VERSION + 1]) + blob[5:]
+    with pytest.raises(FormatError, match="newer llmzip"):
+        llmzip.decompress(newer, model=tiny_model)
+
+
+def test_checksum_mismatch_is_reported(tiny_model):
+    blob = bytearray(llmzip.compress(bytes(range(256)) * 4, model=tiny_model, **TINY))
+    blob[-20] ^= 1  # inside the stored bytes of the only frame
+    with pytest.raises(ChecksumError, match="frame 1"):
+        llmzip.decompress(bytes(blob), model=tiny_model)
+
+
+def test_other_model_is_refused(other_tiny_model, sample):
+    _, blob = sample
+    with pytest.raises(MismatchError, match="another model"):
+        llmzip.decompress(blob, model=other_tiny_model)
+
+
+def test_other_numeric_environment_is_refused(tiny_model, sample, monkeypatch):
+    data, blob = sample
+    monkeypatch.setattr(numerics.Numerics, "describe", lambda self: "some other machine")
+    with pytest.raises(MismatchError, match="numeric environment"):
+        llmzip.decompress(blob, model=tiny_model)
+    assert llmzip.decompress(blob, model=tiny_model, check_env=False) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_parser_never_crashes_on_garbage(blob):
+    for data in (blob, fmt.MAGIC + blob, fmt.MAGIC + bytes([1, 0]) + blob):
+        try:
+            header = fmt.Header.read(io.BytesIO(data))
+            f = io.BytesIO(data)
+            fmt.Header.read(f)
+            while not isinstance(fmt.read_frame(f, header), fmt.End):
+                pass
+        except FormatError:
+            pass

@@ -1,0 +1,81 @@
+"""Round trips through the Python API with the tiny model: every kind of input comes back."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llmzip
+from llmzip import codec
+from llmzip import container as fmt
+from tests.conftest import CORPUS
+
+TINY = {"window": 16, "sinks": 2, "threads": 1}
+
+
+def roundtrip(data: bytes, model: str, **kw) -> bytes:
+    blob = llmzip.compress(data, model=model, **{**TINY, **kw})
+    assert llmzip.decompress(blob, model=model) == data
+    return blob
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"A", b"\x00", bytes(range(256)), b"\xff\xfe\xc3(\xa0\xa1 invalid utf-8 \xed\xa0\x80",
+     "naïve café 中文 🎉\r\n\t".encode(), b"<|endoftext|><esc> special tokens as text"],
+    ids=["empty", "one-byte", "nul", "all-256", "invalid-utf8", "unicode", "special-text"],
+)
+def test_roundtrip_small_inputs(tiny_model, data):
+    roundtrip(data, tiny_model)
+
+
+def test_text_is_coded_and_longer_than_window(tiny_model):
+    data = CORPUS.encode() * 2
+    blob = roundtrip(data, tiny_model, streams=3)
+    header = fmt.Header.read(io.BytesIO(blob))
+    f = io.BytesIO(blob)
+    fmt.Header.read(f)
+    frame = fmt.read_frame(f, header)
+    assert isinstance(frame, fmt.CodedFrame)
+    assert len(frame.tokens) == 3 and max(frame.tokens) > TINY["window"]
+    assert frame.tokens[0] > frame.tokens[-1] or len(set(frame.tokens)) == 1
+    assert len(blob) < len(data)
+
+
+def test_unequal_streams_and_many_frames(tiny_model):
+    data = CORPUS.encode()[:1500]
+    for streams in (1, 2, 7):
+        roundtrip(data, tiny_model, streams=streams, frame_size=400)
+
+
+def test_random_bytes_are_stored_with_small_overhead(tiny_model):
+    data = os.urandom(64 * 1024)
+    blob = roundtrip(data, tiny_model)
+    assert len(blob) <= len(data) + 64
+
+
+def test_segment_lengths_are_non_increasing_and_cover():
+    for n in (1, 5, 4096, 10_000, 1_000_003):
+        for streams in (None, 1, 3, 64):
+            lengths = codec.segment_lengths(n, streams)
+            assert sum(lengths) == n
+            assert all(a >= b for a, b in zip(lengths, lengths[1:]))
+            assert lengths[-1] >= 1
+
+
+def test_compression_is_deterministic(tiny_model):
+    data = CORPUS.encode()[:800]
+    assert llmzip.compress(data, model=tiny_model, **TINY) == llmzip.compress(
+        data, model=tiny_model, **TINY)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)),
+       streams=st.integers(1, 5))
+def test_roundtrip_property(tiny_model, data, streams):
+    roundtrip(data, tiny_model, streams=streams, frame_size=128)
