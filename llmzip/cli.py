@@ -84,6 +84,7 @@ def cli() -> None:
     llmzip test FILE.llmz       verifies without writing
     llmzip info FILE.llmz       shows the header and frames
     llmzip model fetch          installs the default model
+    llmzip bench FILE           bits/byte and speed against gzip, bzip2, xz, zstd, brotli
     No FILE, or -, means stdin to stdout.
     """
 
@@ -164,7 +165,7 @@ def _process(pairs, work: Callable, remove: bool, verify: Callable | None, force
               help="Streams coded in lockstep per frame [default: auto, by input size].")
 @click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
               default=codec.DEFAULT_WINDOW, show_default=True, help="Context window (tokens).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed"]),
               default="auto", show_default=True, help="Model compute dtype.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 255),
@@ -316,6 +317,15 @@ def model_path() -> None:
     from llmzip import model as models
 
     _run(lambda: click.echo(str(models.resolve(None))))
+
+
+def _register_bench() -> None:
+    from llmzip.bench import bench_command
+
+    cli.add_command(bench_command, "bench")
+
+
+_register_bench()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,10 +23,10 @@ from llmzip.mixer import MixConfig
 from llmzip.numerics import Numerics, numerics_for
 from llmzip.predictor import Predictor
 
-DEFAULT_WINDOW = 1024  # tokens of context per stream (measured: 1.107 bpb on alice29)
+DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
 DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
-MIN_SEGMENT_TOKENS = 4096  # auto streams: segments at least this long (~1% size cost)
+MIN_SEGMENT_TOKENS = 1024  # auto streams: segments at least this long
 MAX_AUTO_STREAMS = 64  # auto streams: more gives little speed on CPU and costs KV memory
 BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: store it without the model
 

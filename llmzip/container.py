@@ -34,11 +34,12 @@ FORMAT_VERSION = 1  # bump on any change of the layout or of what the decoder co
 MAX_FRAME_SIZE = 1 << 28  # 256 MiB: the largest frame a decoder agrees to hold in memory
 MAX_STREAMS = 4096
 MAX_WINDOW = 1 << 20
+MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py)
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2
 
 KIND_END, KIND_STORED, KIND_CODED = 0, 1, 2
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "mixed")  # see numerics.py
 DEVICES = ("cpu", "cuda")
 
 
@@ -209,9 +210,9 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
     length = r.varint(header.frame_size, "frame length")
     crc = r.u32()
     streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
-    # A token stands for at least one byte, or two tokens for one escaped byte.
-    tokens = tuple(r.varint(2 * length, "token count") for _ in range(streams))
-    if streams == 0 or sum(tokens) > 2 * length or sum(tokens) == 0:
+    most = MAX_TOKENS_PER_BYTE * length
+    tokens = tuple(r.varint(most, "token count") for _ in range(streams))
+    if streams == 0 or sum(tokens) > most or sum(tokens) == 0:
         raise FormatError("corrupt file: token counts do not fit the frame length")
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:
         raise FormatError("corrupt file: stream token counts out of order")

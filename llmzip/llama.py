@@ -66,8 +66,8 @@ class KVCache:
         if not 0 <= sinks < window:
             raise ValueError("need 0 <= sinks < window")
         shape = (c.num_layers, batch, c.num_kv_heads, window, c.head_dim)
-        self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
-        self.v = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        self.k = torch.zeros(shape, dtype=model.kv_dtype, device=model.device)
+        self.v = torch.zeros(shape, dtype=model.kv_dtype, device=model.device)
         self.window = window
         self.sinks = sinks
         self.t = 0  # tokens seen per stream (all streams advance together)
@@ -92,9 +92,14 @@ class Llama:
         weights: dict[str, torch.Tensor],
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
+        """kv_dtype: storage and attention dtype of the KV cache (default: dtype). Attention
+        reads the whole cache every step, so a 16-bit cache halves the dominant memory traffic
+        at large batch even where the matmuls stay float32."""
         self.config = config
         self.dtype = dtype
+        self.kv_dtype = kv_dtype or dtype
         self.device = torch.device(device)
 
         def w(name: str) -> torch.Tensor:
@@ -160,7 +165,7 @@ class Llama:
         """Rotate the rolling (non-sink) keys back by W positions; scores are unchanged."""
         cos, sin = self._rotary(-cache.window)
         rolling = cache.k[:, :, :, cache.sinks :]
-        rolling.copy_(self._rotate(rolling, cos, sin))
+        rolling.copy_(self._rotate(rolling.to(self.dtype), cos, sin))
         cache.offset += cache.window
 
     @torch.inference_mode()
@@ -185,7 +190,7 @@ class Llama:
             q = qkv[:, : H * D].view(b, G, H // G, D)  # query heads grouped by their kv head
             k = qkv[:, H * D : (H + G) * D].view(b, G, D)
             v = qkv[:, (H + G) * D :].view(b, G, D)
-            q = self._rotate(q, cos, sin)
+            q = self._rotate(q, cos, sin).to(self.kv_dtype)
             cache.k[i, :, :, slot] = self._rotate(k, cos, sin)
             cache.v[i, :, :, slot] = v
             keys = cache.k[i, :, :, :n_valid]  # [B, G, n, D]
@@ -193,11 +198,11 @@ class Llama:
             # The H/G query heads of a group act as H/G query positions without a mask: one
             # fused kernel, and the cache is read once per group, never copied per head.
             att = F.scaled_dot_product_attention(q, keys, values)  # [B, G, H/G, D]
-            x = x + F.linear(att.reshape(b, H * D), o_w)
+            x = x + F.linear(att.reshape(b, H * D).to(self.dtype), o_w)
             h = self._rms_norm(x, n2)
             gate, up = F.linear(h, gu_w).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, down_w)
         cache.t += 1
         h = self._rms_norm(x, self.final_norm)
         # [V, C] @ [C, B] reads the big matrix once, row-major: ~2x faster than h @ W^T on CPU.
-        return torch.matmul(self.lm_head, h.t()).t().float()  # [B, V]
+        return torch.matmul(self.lm_head, h.t()).t().float().contiguous()  # [B, V]

@@ -201,10 +201,10 @@ _LOADED: dict[tuple, LoadedModel] = {}
 
 
 def load(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-         device: str = "cpu") -> LoadedModel:
+         device: str = "cpu", kv_dtype: torch.dtype | None = None) -> LoadedModel:
     """Resolve, convert if needed, and load a model (cached per process)."""
     path = resolve(spec)
-    key = (str(path.resolve()), dtype, device)
+    key = (str(path.resolve()), dtype, device, kv_dtype)
     if key in _LOADED:
         return _LOADED[key]
     directory = converted_dir(path) if path.is_file() else path
@@ -223,7 +223,8 @@ def load(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float
     else:
         fingerprint = _weights_fingerprint(weights, tokenizer_json)
     try:
-        llama = Llama(LlamaConfig.from_hf(config), weights, dtype=dtype, device=device)
+        llama = Llama(LlamaConfig.from_hf(config), weights, dtype=dtype, device=device,
+                      kv_dtype=kv_dtype)
     except (KeyError, ValueError) as e:
         raise ModelError(f"unsupported model in {directory}: {e}") from e
     if llama.config.vocab_size < tokens.vocab_size:

@@ -90,29 +90,37 @@ class TokenCodec:
         self.tokenizer = tokenizer
         self.table, byte_ids = _token_bytes_table(tokenizer)
         self.vocab_size = len(self.table)
-        # Bytes without a token of their own travel as (escape token, k-th present byte token).
+        # Bytes without a token of their own travel as the escape token followed by `digits`
+        # single-byte tokens of present bytes, read as base-len(present) digits of the index
+        # of the byte among the missing ones.
         missing = np.flatnonzero(byte_ids < 0)
         present = np.flatnonzero(byte_ids >= 0)
         self.escape: int | None = None
+        self.digits = 0
         if len(missing):
             added = tokenizer.get_added_tokens_decoder()
-            if not added or len(missing) > len(present):
+            if not added or len(present) < 2:
                 raise ModelError(
-                    "the tokenizer cannot carry arbitrary bytes (no byte tokens and no special "
-                    "token to escape them with)"
+                    "the tokenizer cannot carry arbitrary bytes (too few byte tokens and no "
+                    "special token to escape them with)"
                 )
             self.escape = max(added)  # the last special token, a deterministic choice
-            self._escape_text = added[self.escape].content
-            substitutes = byte_ids[present[: len(missing)]]
-            self._unescape = dict(zip(substitutes.tolist(), missing.tolist()))
-        # Token sequence for each byte value: one token, or two for escaped bytes.
+            self.digits = 1
+            while len(present) ** self.digits < len(missing):
+                self.digits += 1
+            digit_tokens = byte_ids[present].tolist()
+            self._digit = {tok: d for d, tok in enumerate(digit_tokens)}
+            self._missing = missing.tolist()
         self.byte_tokens: list[list[int]] = []
         for b in range(256):
             if byte_ids[b] >= 0:
                 self.byte_tokens.append([int(byte_ids[b])])
-            else:
-                k = int(np.flatnonzero(missing == b)[0])
-                self.byte_tokens.append([self.escape, int(byte_ids[present[k]])])
+                continue
+            k, seq = int(np.flatnonzero(missing == b)[0]), []
+            for _ in range(self.digits):
+                k, d = divmod(k, len(present))
+                seq.append(digit_tokens[d])
+            self.byte_tokens.append([self.escape, *seq])
 
     @classmethod
     def from_file(cls, path: str | Path) -> TokenCodec:
@@ -166,17 +174,24 @@ class TokenCodec:
         if self.escape is None or not (arr == self.escape).any():
             return b"".join([table[i] for i in arr.tolist()])
         out = bytearray()
-        escaped = False
+        pending = -1  # digits still to read after an escape token; -1: none
+        value = scale = 0
         for i in arr.tolist():
-            if escaped:
-                if i not in self._unescape:
+            if pending > 0:
+                if i not in self._digit:
                     raise ValueError("escape token followed by a token that is not a byte")
-                out.append(self._unescape[i])
-                escaped = False
+                value += self._digit[i] * scale
+                scale *= len(self._digit)
+                pending -= 1
+                if pending == 0:
+                    if value >= len(self._missing):
+                        raise ValueError("escaped byte out of range")
+                    out.append(self._missing[value])
+                    pending = -1
             elif i == self.escape:
-                escaped = True
+                pending, value, scale = self.digits, 0, 1
             else:
                 out += table[i]
-        if escaped:
+        if pending > 0:
             raise ValueError("token sequence ends inside an escaped byte")
         return bytes(out)

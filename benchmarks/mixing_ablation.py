@@ -1,0 +1,106 @@
+"""Ablation of the context mixer on recorded LM logits (no LM run, no coder: ideal code length).
+
+    python benchmarks/mixing_ablation.py DIR NAME BYTES [--streams S] [--limit N]
+        [--configs lm,ngram,match,bias,all,unshared] [--set field=value ...]
+
+DIR/NAME.tokens.npy (int32 [N]) and DIR/NAME.logits.npy (float16 [N, V], logits[i] predicts
+tokens[i], single-stream sliding window) are made by benchmarks/dump_logits.py. The token
+sequence is split into S contiguous segments stepped in lockstep as the codec does (n drops as
+short streams finish); the recorded logits keep their single-stream context, so this measures
+the mixer, not the cost of splitting. Prints a markdown table: bits per byte (sum of
+-log2 p(token) over the bytes) and the mixer's time per step (mix + update, logits already in
+memory as float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from llmzip.mixer import ContextMixer, MixConfig
+
+
+def segments(n_tokens: int, streams: int) -> list[int]:
+    """Non-increasing segment lengths, as llmzip.codec.segment_lengths."""
+    q, r = divmod(n_tokens, streams)
+    return [q + 1] * r + [q] * (streams - r)
+
+
+def run(tokens: np.ndarray, logits: np.ndarray, lengths: list[int],
+        config: MixConfig) -> tuple[float, float]:
+    """Total code length in bits and mean mixer seconds per step."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    active = np.asarray(lengths)
+    mixer = ContextMixer(logits.shape[1], lengths, config)
+    bits = 0.0
+    spent = 0.0
+    for t in range(lengths[0]):
+        n = int(np.count_nonzero(active > t))
+        idx = starts[:n] + t
+        lg = np.asarray(logits[idx], dtype=np.float32)
+        y = tokens[idx].astype(np.int64)
+        t0 = time.perf_counter()
+        p = mixer.mix(lg)
+        py = p[np.arange(n), y]
+        mixer.update(y)
+        spent += time.perf_counter() - t0
+        bits -= np.log2(py).sum()
+    return bits, spent / lengths[0]
+
+
+def configs(base: MixConfig) -> dict[str, MixConfig]:
+    off = dataclasses.replace(base, ngram=False, match=False, bias=False)
+    return {
+        "lm": off,
+        "ngram": dataclasses.replace(off, ngram=True),
+        "match": dataclasses.replace(off, match=True),
+        "bias": dataclasses.replace(off, bias=True),
+        "ngram+match": dataclasses.replace(base, bias=False),
+        "all": base,
+        "unshared": dataclasses.replace(base, shared=False),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("name")
+    ap.add_argument("bytes", type=int, help="size of the original text")
+    ap.add_argument("--streams", type=int, default=10)
+    ap.add_argument("--limit", type=int, help="only the first N tokens")
+    ap.add_argument("--configs", default="lm,ngram,match,bias,all,unshared")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a MixConfig field of every config")
+    args = ap.parse_args()
+    tokens = np.load(f"{args.dir}/{args.name}.tokens.npy")
+    logits = np.load(f"{args.dir}/{args.name}.logits.npy", mmap_mode="r")
+    nbytes = args.bytes
+    if args.limit is not None:
+        nbytes = args.bytes * args.limit // len(tokens)
+        tokens = tokens[: args.limit]
+    base = MixConfig()
+    for item in args.set:
+        field, value = item.split("=")
+        kind = type(getattr(base, field))
+        base = dataclasses.replace(base, **{field: kind(eval(value)) if kind is bool
+                                            else kind(value)})
+    table = configs(base)
+    lengths = segments(len(tokens), args.streams)
+    print(f"{args.name}: {len(tokens)} tokens, {nbytes} bytes, {len(lengths)} streams, "
+          f"{base}")
+    print("| config | bits/byte | vs LM | mixer ms/step |")
+    print("| --- | --- | --- | --- |")
+    lm_bits = None
+    for name in args.configs.split(","):
+        bits, per_step = run(tokens, logits, lengths, table[name])
+        if name == "lm":
+            lm_bits = bits
+        rel = f"{100 * (bits / lm_bits - 1):+.1f}%" if lm_bits else "-"
+        print(f"| {name} | {bits / nbytes:.4f} | {rel} | {1000 * per_step:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Online bias head: an additive correction of the LM's logits for this document.
+
+``p_lm = softmax(logits + b)``. After each step, b takes a gradient step on the code length:
+for stream i with LM responsibility ``r_i = w_lm p_lm(y_i) / p(y_i)`` (1 when the LM codes
+alone), ``b -= lr * mean_i r_i (p_lm_i - onehot(y_i))``, then ``b`` is clipped to
+``[-CLIP, CLIP]``. One b shared by the streams of a frame, or one per stream.
+
+The mixer owns the softmax (float32 exp, see mixer.py); this class only holds b and applies
+the update, in a fixed order with numpy only, so encoder and decoder hold the same b.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLIP = 8.0
+
+
+class Bias:
+    def __init__(self, vocab_size: int, lr: float, streams: int | None = None) -> None:
+        """streams=None: one bias [V] shared by all streams; else one per stream [S, V]."""
+        shape = vocab_size if streams is None else (streams, vocab_size)
+        self.b = np.zeros(shape)
+        self.b32 = np.zeros(shape, dtype=np.float32)  # what apply() adds
+        self.lr = lr
+
+    def apply(self, x: np.ndarray) -> None:
+        """Add the bias to logits x [n, V] float32, in place."""
+        x += self.b32 if self.b.ndim == 1 else self.b32[: len(x)]
+
+    def update(self, e: np.ndarray, scale: np.ndarray, tokens: np.ndarray,
+               resp: np.ndarray) -> None:
+        """e [n, V] float32 with p_lm = e * scale[:, None]; resp [n] the LM responsibilities."""
+        n = len(tokens)
+        if self.b.ndim == 1:
+            c = (resp * scale * (self.lr / n)).astype(np.float32)
+            self.b -= np.einsum("i,ij->j", c, e)
+            np.add.at(self.b, tokens, resp * (self.lr / n))
+            np.clip(self.b, -CLIP, CLIP, out=self.b)
+            self.b32[:] = self.b
+        else:
+            b = self.b[:n]
+            b -= e * (resp * scale * self.lr)[:, None]
+            b[np.arange(n), tokens] += resp * self.lr
+            np.clip(b, -CLIP, CLIP, out=b)
+            self.b32[:n] = b

@@ -1,0 +1,43 @@
+"""Writes golden .llmz files of the current format version with the tiny test model.
+
+    python tests/golden/make_golden.py
+
+Run once per format version: the files of older versions stay, and test_golden.py decodes
+every one of them, so a change that breaks old files cannot land unnoticed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+import llmzip  # noqa: E402
+from llmzip import container as fmt  # noqa: E402
+from tests.conftest import CORPUS, build_model_dir  # noqa: E402
+
+SETTINGS = {"window": 16, "sinks": 2, "threads": 1}
+CASES = {
+    "text": (CORPUS.encode() * 2, {"streams": 3}),
+    "frames": (CORPUS.encode()[:900], {"streams": 2, "frame_size": 300}),
+    "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}),
+    "empty": (b"", {}),
+}
+
+
+def main() -> None:
+    model = str(build_model_dir(Path(tempfile.mkdtemp()) / "tiny"))
+    out = HERE / f"v{fmt.FORMAT_VERSION}"
+    out.mkdir(exist_ok=True)
+    for name, (data, extra) in CASES.items():
+        (out / f"{name}.orig").write_bytes(data)
+        (out / f"{name}.llmz").write_bytes(llmzip.compress(data, model=model,
+                                                           **SETTINGS, **extra))
+        print(out / f"{name}.llmz")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""`llmzip bench`: table, JSON records, plot, input labels, published rows, one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmzip import bench
+from tests.conftest import ALICE, CORPUS, DATA
+
+OPTS = ["--context", "16", "--threads", "1", "--streams", "2", "-q"]
+CLASSIC = ["gzip -9", "bzip2 -9", "xz -9", "zstd -19", "brotli -q 11"]
+KEYS = {"file", "label", "compressor", "measured", "bytes", "compressed_bytes", "bpb",
+        "compress_kbps", "decompress_kbps", "tokens_per_s", "peak_rss_mb", "roundtrip_ok"}
+
+
+def run(args: list[str], model: str):
+    return CliRunner().invoke(bench.bench_command, [*args, "--model", model, *OPTS])
+
+
+@pytest.fixture
+def two_files(tmp_path) -> list[Path]:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_bytes(CORPUS.encode()[:600])
+    b.write_bytes(CORPUS.encode()[100:900])
+    return [a, b]
+
+
+def test_table(two_files, tiny_model):
+    res = run([str(two_files[0])], tiny_model)
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    for name in ["llmzip", *CLASSIC]:
+        assert name in out
+    assert "a.txt" in out and "bits/byte" in out and "peak RSS" in out
+    assert "│ published" not in out  # an unknown file gets no reference rows
+    assert out.count(" ok ") == 6
+
+
+def test_json_and_plot(two_files, tiny_model, tmp_path):
+    png = tmp_path / "out.png"
+    res = run([*map(str, two_files), "--json", "--plot", str(png)], tiny_model)
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)
+    measured = [r for r in records if r["measured"]]
+    assert len(measured) == 12
+    assert all(not r["measured"] for r in records[12:])
+    assert {(r["label"], r["compressor"]) for r in measured} == {
+        (f, c) for f in ("a.txt", "b.txt") for c in ["llmzip", *CLASSIC]}
+    for r in measured:
+        assert r.keys() >= KEYS
+        assert r["roundtrip_ok"] is True
+        assert r["bytes"] in (600, 800)
+        assert r["bpb"] == pytest.approx(8 * r["compressed_bytes"] / r["bytes"], abs=1e-3)
+        assert r["compress_kbps"] > 0 and r["decompress_kbps"] > 0 and r["peak_rss_mb"] > 0
+        assert (r["tokens_per_s"] is None) == (r["compressor"] != "llmzip")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_prefix_and_settings(two_files, tiny_model):
+    res = run([str(two_files[0]), "--bytes", "100", "--json", "--no-ngram", "--no-match",
+               "--no-bias"], tiny_model)
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)
+    assert {r["label"] for r in records} == {"a.txt[:100]"}
+    assert all(r["bytes"] == 100 and r["roundtrip_ok"] for r in records)
+
+
+@pytest.fixture
+def fake_known(tmp_path, monkeypatch) -> Path:
+    """A small file registered as a known benchmark file with published figures."""
+    path = tmp_path / "renamed.bin"
+    data = CORPUS.encode()[:500]
+    path.write_bytes(data)
+    known = bench.KnownFile("fakebench", len(data), hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(bench, "KNOWN_FILES", (*bench.KNOWN_FILES, known))
+    monkeypatch.setattr(bench, "PUBLISHED", {"fakebench": (("gzip -9", 3.0), ("cmix", 1.5))})
+    return path
+
+
+def test_known_file_label_and_published_rows(fake_known, tiny_model, tmp_path):
+    png = tmp_path / "ref.png"
+    res = run([str(fake_known), "--json", "--plot", str(png)], tiny_model)
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)
+    assert {r["label"] for r in records} == {"fakebench"}
+    refs = [r for r in records if not r["measured"]]
+    assert [(r["compressor"], r["bpb"]) for r in refs] == [("gzip -9", 3.0), ("cmix", 1.5)]
+    assert all(r["compress_kbps"] is None and r["roundtrip_ok"] is None for r in refs)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    table = run([str(fake_known)], tiny_model).stdout
+    assert "published" in table and "fakebench" in table
+
+    prefix = json.loads(run([str(fake_known), "--bytes", "200", "--json"], tiny_model).stdout)
+    assert {r["label"] for r in prefix} == {"fakebench[:200]"}
+    assert all(r["measured"] for r in prefix)  # a prefix gets no published rows
+
+
+def test_identify_by_size_and_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "KNOWN_FILES", (bench.KnownFile("enwik9", 10, None),))
+    named = tmp_path / "enwik9"
+    named.write_bytes(b"0123456789")
+    other = tmp_path / "other"
+    other.write_bytes(b"0123456789")
+    assert bench.identify(str(named)).name == "enwik9"
+    assert bench.identify(str(other)) is None
+    assert bench.label_for(str(named), 10, 4, bench.identify(str(named))) == "enwik9[:4]"
+    assert bench.label_for(str(other), 10, 10) == "other"
+
+
+@pytest.mark.skipif(not ALICE.exists(), reason="../shared/data not present")
+def test_identify_shared_data():
+    assert bench.identify(str(ALICE)).name == "alice29.txt"
+    enwik6 = DATA / "enwik6"
+    if enwik6.exists():
+        known = bench.identify(str(enwik6))
+        assert known.name == "enwik6"
+        assert bench.label_for(str(enwik6), 10**6, 200_000, known) == "enwik6[:200000]"
+    assert [r.compressor for r in bench.published_records(str(ALICE), "alice29.txt")][-1] \
+        .startswith("Nacrith")
+
+
+def test_missing_file_one_line(tmp_path, tiny_model):
+    res = run([str(tmp_path / "nope.txt")], tiny_model)
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llmzip: ") and "nope.txt" in lines[0]
+    assert res.stdout == ""
+
+
+def test_failed_round_trip_exits_1(two_files, tiny_model, monkeypatch):
+    broken = ("gzip -9", bench._gzip, lambda blob: b"garbage")
+    monkeypatch.setattr(bench, "CLASSIC", (broken, *bench.CLASSIC[1:]))
+    res = run([str(two_files[0]), "--json"], tiny_model)
+    assert res.exit_code == 1
+    records = json.loads(res.stdout)
+    assert [r["roundtrip_ok"] for r in records if r["compressor"] == "gzip -9"] == [False]
+    assert res.stderr.strip().splitlines()[-1] == "llmzip: round trip failed: a.txt (gzip -9)"
+
+
+def test_decompressor_error_is_a_failed_round_trip(two_files, tiny_model, monkeypatch):
+    def boom(blob: bytes) -> bytes:
+        raise ValueError("corrupt")
+
+    monkeypatch.setattr(bench, "CLASSIC", (*bench.CLASSIC[:-1], ("brotli -q 11", bench._brotli,
+                                                                  boom)))
+    res = run([str(two_files[0])], tiny_model)
+    assert res.exit_code == 1 and "FAILED" in res.stdout
+    assert res.stderr.strip() == "llmzip: round trip failed: a.txt (brotli -q 11)"
+
+
+def test_plot_into_missing_directory(two_files, tiny_model, tmp_path):
+    res = run([str(two_files[0]), "--plot", str(tmp_path / "no" / "p.png")], tiny_model)
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1

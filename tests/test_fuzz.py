@@ -1,0 +1,34 @@
+"""Bounded coverage-guided fuzz runs (atheris) of the parser and the decoder front end.
+
+The full acceptance runs are longer (see tests/fuzz/fuzz_llmz.py):
+    python tests/fuzz/fuzz_llmz.py parser  -atheris_runs=100000 CORPUS
+    python tests/fuzz/fuzz_llmz.py decoder -atheris_runs=2000   CORPUS
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("atheris")
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "tests" / "fuzz" / "fuzz_llmz.py"
+
+
+@pytest.mark.parametrize(("target", "runs"), [("parser", 20000), ("decoder", 300)])
+def test_fuzz_finds_no_crash(tmp_path, target, runs):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for seed in (ROOT / "tests" / "golden").glob("v*/*.llmz"):
+        shutil.copy(seed, corpus / f"{seed.parent.name}-{seed.name}")
+    result = subprocess.run(
+        [sys.executable, str(HARNESS), target, f"-atheris_runs={runs}", "-max_len=4096",
+         "-timeout=20", "-rss_limit_mb=4096", str(corpus)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done" in result.stderr

@@ -1,0 +1,219 @@
+"""The context-mixing components: valid distributions, adaptation, determinism, settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmzip.bias import Bias
+from llmzip.match import Match
+from llmzip.mixer import ContextMixer, MixConfig, lm_probabilities
+from llmzip.ngram import NGram
+
+V = 300
+GEOMETRIC = dataclasses.replace(MixConfig(), geometric=True, mix_lr=2.0**-9)
+
+
+def _logits(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (2 * rng.normal(size=(n, V))).astype(np.float32)
+
+
+def _run(config: MixConfig, seq: np.ndarray, lengths: list[int],
+         seed: int = 0) -> list[np.ndarray]:
+    """Drive a mixer over the token table seq [streams, steps]; return every step's output."""
+    rng = np.random.default_rng(seed)
+    mixer = ContextMixer(V, lengths, config)
+    outs = []
+    for t in range(lengths[0]):
+        n = sum(1 for length in lengths if length > t)
+        p = mixer.mix(_logits(rng, n))
+        outs.append(p.copy())
+        mixer.update(seq[:n, t])
+    return outs
+
+
+@pytest.mark.parametrize("config", [
+    MixConfig(), GEOMETRIC, dataclasses.replace(MixConfig(), shared=False),
+    dataclasses.replace(MixConfig(), bias=False, match=False),
+    dataclasses.replace(MixConfig(), ngram=False, bias=False),
+    dataclasses.replace(MixConfig(), ngram=False, match=False)])
+def test_distributions_are_valid(config):
+    rng = np.random.default_rng(1)
+    lengths = [60, 60, 30]
+    seq = np.tile(rng.integers(0, 20, size=(3, 15)), 4)  # repeats: components predict
+    for p in _run(config, seq, lengths):
+        assert p.dtype == np.float64
+        assert np.all(p > 0)
+        assert np.allclose(p.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_extreme_logits_still_give_positive_probabilities():
+    mixer = ContextMixer(V, [3], MixConfig())
+    logits = np.zeros((1, V), dtype=np.float32)
+    logits[0, 0] = 500.0
+    logits[0, 1] = -500.0
+    p = mixer.mix(logits)
+    assert np.all(p > 0) and abs(p.sum() - 1) < 1e-9
+
+
+def test_all_off_is_exact_softmax():
+    rng = np.random.default_rng(2)
+    logits = _logits(rng, 4)
+    mixer = ContextMixer(V, [5] * 4, MixConfig.lm_only())
+    p = mixer.mix(logits)
+    assert np.array_equal(p, lm_probabilities(logits))
+    x = logits.astype(np.float64)
+    ref = np.exp(x - x.max(axis=1, keepdims=True))
+    assert np.allclose(p, ref / ref.sum(axis=1, keepdims=True), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("config", [MixConfig(), GEOMETRIC])
+def test_mixer_learns_a_repeated_sequence(config):
+    """On a phrase seen before, the mixed probability of the right token rises far above the
+    (uninformative) LM's."""
+    rng = np.random.default_rng(3)
+    phrase = rng.integers(0, V, size=40)
+    seq = np.tile(phrase, 6)[None, :]
+    outs = _run(config, seq, [seq.shape[1]])
+    last = [outs[t][0, seq[0, t]] for t in range(len(outs) - 40, len(outs))]
+    first = [outs[t][0, seq[0, t]] for t in range(40)]
+    assert np.mean(last) > 0.5 > 10 * np.mean(first)
+
+
+def test_ngram_counts_followers():
+    ngram = NGram(1, 2, bits=12)
+    for tok in [5, 6, 7, 5, 6, 7, 5, 6]:
+        ngram.update(np.array([tok]))
+    tok, cnt = ngram.predict(1)  # context (5, 6): order 1 is "6", order 2 is "5 6"
+    for order in (0, 1):
+        seen = dict(zip(tok[0, order][cnt[0, order] > 0], cnt[0, order][cnt[0, order] > 0]))
+        assert seen == {7: 2}
+
+
+def test_ngram_same_row_in_one_step_loses_no_count():
+    ngram = NGram(3, 1, bits=12)
+    ngram.update(np.array([1, 1, 1]))  # all three streams now have context "1"
+    ngram.update(np.array([2, 2, 3]))
+    ngram.update(np.array([1, 1, 1]))
+    tok, cnt = ngram.predict(3)
+    seen = dict(zip(tok[0, 0][cnt[0, 0] > 0], cnt[0, 0][cnt[0, 0] > 0]))
+    assert seen == {2: 2, 3: 1}
+
+
+def test_ngram_unshared_streams_do_not_see_each_other():
+    ngram = NGram(2, 1, bits=12, shared=False)
+    ngram.update(np.array([1, 4]))
+    ngram.update(np.array([2, 4]))
+    ngram.update(np.array([1, 1]))
+    tok, cnt = ngram.predict(2)
+    assert cnt[0].sum() == 1 and 2 in tok[0, 0][cnt[0, 0] > 0]
+    assert cnt[1].sum() == 0
+
+
+def test_match_follows_a_repeat_and_drops_on_a_miss():
+    match = Match([100], min_len=3)
+    phrase = [5, 6, 7, 8, 9, 10]
+    for tok in phrase + phrase[:4]:
+        match.update(np.array([tok]))
+    token, length = match.predict(1)
+    assert token[0] == 9 and length[0] >= 4
+    match.update(np.array([42]))  # wrong: the match is dropped
+    token, length = match.predict(1)
+    assert token[0] == -1 and length[0] == 0
+
+
+def test_match_across_streams_only_when_shared():
+    for shared, expected in ((True, 5), (False, -1)):
+        match = Match([10, 10], min_len=3, shared=shared)
+        for t, tok in enumerate([1, 2, 3, 4, 5]):
+            match.update(np.array([tok, 9 if t < 1 else tok - 1]))  # stream 1 lags by one
+        token, _ = match.predict(2)
+        assert token[1] == expected
+
+
+def test_bias_moves_towards_observed_token():
+    bias = Bias(V, lr=1.0)
+    logits = np.zeros((1, V), dtype=np.float32)
+    for _ in range(5):
+        x = logits.copy()
+        bias.apply(x)
+        e = np.exp(x)
+        bias.update(e, 1.0 / e.sum(axis=1, dtype=np.float64), np.array([9]), np.ones(1))
+    x = logits.copy()
+    bias.apply(x)
+    p = np.exp(x[0]) / np.exp(x[0]).sum()
+    assert p[9] > 5 / V and np.argmax(p) == 9
+
+
+@pytest.mark.parametrize("config", [
+    MixConfig(), GEOMETRIC, dataclasses.replace(MixConfig(), shared=False)])
+def test_identical_runs_are_bit_identical_with_streams_dropping_out(config):
+    rng = np.random.default_rng(4)
+    lengths = [300, 300, 299, 180, 3]
+    seq = np.tile(rng.integers(0, 40, size=(5, 30)), 10)
+    a = _run(config, seq, lengths, seed=7)
+    b = _run(config, seq, lengths, seed=7)
+    assert len(a) == 300
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert [len(a[t]) for t in (0, 3, 180, 299)] == [5, 4, 3, 2]
+
+
+def test_shared_statistics_help_other_streams():
+    """Stream 1 repeats what stream 0 said a step earlier: sharing lets it predict that."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, V, size=200)
+    seq = np.stack([base, np.concatenate([[0], base[:-1]])])
+    cost = {}
+    for shared in (True, False):
+        outs = _run(dataclasses.replace(MixConfig(), shared=shared), seq, [200, 200])
+        cost[shared] = -sum(np.log2(outs[t][1, seq[1, t]]) for t in range(200))
+    assert cost[True] < 0.8 * cost[False]
+
+
+_halves = st.integers(0, 0x7BFF).map(
+    lambda bits: float(np.array([bits], dtype=np.uint16).view(np.float16)[0]))
+
+
+@given(ngram=st.booleans(), match=st.booleans(), bias=st.booleans(), shared=st.booleans(),
+       geometric=st.booleans(), order=st.integers(1, 8), match_min=st.integers(1, 32),
+       bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves)
+def test_config_bytes_roundtrip(ngram, match, bias, shared, geometric, order, match_min, bits,
+                                bias_lr, mix_lr):
+    config = MixConfig(ngram, match, bias, shared, geometric, order, match_min, bits,
+                       bias_lr, mix_lr)
+    data = config.to_bytes()
+    assert len(data) <= 12
+    assert MixConfig.from_bytes(data) == config
+
+
+def test_default_config_roundtrip():
+    for config in (MixConfig(), MixConfig.lm_only()):
+        assert MixConfig.from_bytes(config.to_bytes()) == config
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x01", MixConfig().to_bytes() + b"\x00", MixConfig().to_bytes()[:-1],
+    b"\x02" + MixConfig().to_bytes()[1:],  # unknown version
+    b"\x01\x20" + MixConfig().to_bytes()[2:],  # unknown flag
+    b"\x01\x0f\x00" + MixConfig().to_bytes()[3:],  # n-gram order 0
+    b"\x01\x0f\x09" + MixConfig().to_bytes()[3:],  # n-gram order 9
+    MixConfig().to_bytes()[:3] + b"\x00" + MixConfig().to_bytes()[4:],  # match length 0
+    MixConfig().to_bytes()[:4] + b"\x30" + MixConfig().to_bytes()[5:],  # table bits 48
+    MixConfig().to_bytes()[:5] + b"\x00\x7c" + MixConfig().to_bytes()[7:],  # lr = inf
+    MixConfig().to_bytes()[:5] + b"\x00\x7e" + MixConfig().to_bytes()[7:],  # lr = nan
+    MixConfig().to_bytes()[:7] + b"\x00\xbc",  # lr = -1
+])
+def test_bad_config_bytes_are_rejected(data):
+    with pytest.raises(ValueError):
+        MixConfig.from_bytes(data)
+
+
+def test_unrepresentable_config_is_rejected():
+    with pytest.raises(ValueError):
+        MixConfig(bias_lr=0.1)  # not a float16 value: the decoder would get another one
+    with pytest.raises(ValueError):
+        MixConfig(ngram_order=0)
