@@ -29,8 +29,8 @@ from typing import Any, TextIO
 import click
 
 from llmzip import codec
-from llmzip import container as fmt
 from llmzip.errors import FormatError, LlmzipError
+from llmzip.options import settings_from, settings_options
 
 
 @dataclass(frozen=True)
@@ -523,36 +523,13 @@ def plot(records: Sequence[Record], path: str) -> None:
 @click.option("--plot", "plot_path", metavar="OUT.png", type=click.Path(dir_okay=False),
               help="Plot bits per byte against compress speed into OUT.png.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; with --json no table.")
-@click.option("--model", metavar="PATH", envvar="LLMZIP_MODEL",
-              help="A .gguf file or Hugging Face model directory "
-              "[default: $LLMZIP_MODEL, then the installed default].")
-@click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
-              help="Streams coded in lockstep per frame [default: auto, by input size].")
-@click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
-              default=codec.DEFAULT_WINDOW, show_default=True, help="Context window (tokens).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed"]),
-              default="auto", show_default=True, help="Model compute dtype.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(1, 255), help="CPU threads [default: cores].")
-@click.option("--no-ngram", is_flag=True, help="Switch off the n-gram model.")
-@click.option("--no-match", is_flag=True, help="Switch off the match model.")
-@click.option("--no-bias", is_flag=True, help="Switch off the online bias head.")
+@settings_options
 def bench_command(inputs: tuple[str, ...], limit: int | None, as_json: bool,
-                  plot_path: str | None, quiet: bool, model: str | None, streams: int | None,
-                  window: int, dtype: str, device: str, threads: int | None, no_ngram: bool,
-                  no_match: bool, no_bias: bool) -> None:
+                  plot_path: str | None, quiet: bool, **options) -> None:
     """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILEs (round trips checked)."""
     from llmzip.cli import _run  # late: cli imports this module to register the command
-    from llmzip.mixer import MixConfig
 
-    mix = MixConfig()
-    mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
-                              match=mix.match and not no_match, bias=mix.bias and not no_bias)
-    try:
-        settings = codec.Settings(model=model, streams=streams, window=window, dtype=dtype,
-                                  device=device, threads=threads, mix=mix)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    settings = settings_from(**options)
 
     def job() -> None:
         if plot_path and not os.path.isdir(os.path.dirname(os.path.abspath(plot_path))):

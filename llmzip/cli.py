@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 error (corrupt input, checksum, model mismatch, I/O), 2
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import sys
@@ -17,9 +16,8 @@ from collections.abc import Callable
 import click
 
 from llmzip import __version__, codec, files
-from llmzip import container as fmt
 from llmzip.errors import LlmzipError
-from llmzip.mixer import MixConfig
+from llmzip.options import model_option, settings_from, settings_options
 
 # gzip-style short forms: `llmzip -d FILE` is `llmzip decompress FILE`, and so on.
 _ALIASES = {"-d": "decompress", "--decompress": "decompress", "-z": "compress",
@@ -49,12 +47,6 @@ def _report(name: str, stats: codec.Stats, seconds: float, compressing: bool) ->
         f"({speed:.1f} KB/s, {tps:.0f} tokens/s, streams {stats.streams or '-'})",
         err=True,
     )
-
-
-def _model_options(f: Callable) -> Callable:
-    return click.option("--model", metavar="PATH", envvar="LLMZIP_MODEL",
-                        help="A .gguf file or Hugging Face model directory "
-                        "[default: $LLMZIP_MODEL, then the installed default].")(f)
 
 
 def _common(f: Callable) -> Callable:
@@ -160,36 +152,13 @@ def _process(pairs, work: Callable, remove: bool, verify: Callable | None, force
 
 @cli.command()
 @_common
-@_model_options
-@click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
-              help="Streams coded in lockstep per frame [default: auto, by input size].")
-@click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
-              default=codec.DEFAULT_WINDOW, show_default=True, help="Context window (tokens).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed"]),
-              default="auto", show_default=True, help="Model compute dtype.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(1, 255),
-              help="CPU threads (stored in the file: decoding uses the same) [default: cores].")
-@click.option("--frame-size", type=click.IntRange(1, fmt.MAX_FRAME_SIZE),
-              default=codec.DEFAULT_FRAME_SIZE, show_default=True,
-              help="Bytes of input per frame (bounds memory).")
-@click.option("--no-ngram", is_flag=True, help="Switch off the n-gram model.")
-@click.option("--no-match", is_flag=True, help="Switch off the match model.")
-@click.option("--no-bias", is_flag=True, help="Switch off the online bias head.")
-def compress(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model, streams,
-             window, dtype, device, threads, frame_size, no_ngram, no_match, no_bias) -> None:
+@settings_options
+def compress(inputs, output, to_stdout, keep, remove, force, quiet, verbose, **options) -> None:
     """Compress FILEs (or stdin) to FILE.llmz (or stdout)."""
 
     def job() -> None:
-        mix = MixConfig()
-        mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
-                                  match=mix.match and not no_match, bias=mix.bias and not no_bias)
-        try:
-            settings = codec.Settings(model=model, streams=streams, window=window, dtype=dtype,
-                                      device=device, threads=threads, frame_size=frame_size,
-                                      mix=mix)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
+        settings = settings_from(**options)
+        model = options["model"]
 
         def work(src, fin, fout) -> None:
             cb, close = _progress(not quiet, files.input_size(src), "compress")
@@ -257,7 +226,7 @@ def _decompress_command(test_only: bool):
 
 @cli.command()
 @_common
-@_model_options
+@model_option
 @click.option("--ignore-env", is_flag=True,
               help="Try to decode a file made in another numeric environment.")
 def decompress(**kwargs) -> None:
@@ -267,7 +236,7 @@ def decompress(**kwargs) -> None:
 
 @cli.command("test")
 @_common
-@_model_options
+@model_option
 @click.option("--ignore-env", is_flag=True,
               help="Try to decode a file made in another numeric environment.")
 def test_command(**kwargs) -> None:

@@ -1,0 +1,60 @@
+"""Command-line options shared by `compress` and `bench`, and the Settings built from them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import click
+
+from llmzip import codec
+from llmzip import container as fmt
+from llmzip.mixer import MixConfig
+
+model_option = click.option(
+    "--model", metavar="PATH", envvar="LLMZIP_MODEL",
+    help="A .gguf file or Hugging Face model directory "
+    "[default: $LLMZIP_MODEL, then the installed default].")
+
+_SETTINGS_OPTIONS = [
+    model_option,
+    click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
+                 help="Streams coded in lockstep per frame [default: auto, by input size]."),
+    click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
+                 default=codec.DEFAULT_WINDOW, show_default=True,
+                 help="Context window (tokens)."),
+    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed"]),
+                 default="auto", show_default=True, help="Model compute dtype."),
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
+                 show_default=True),
+    click.option("--threads", type=click.IntRange(1, 255),
+                 help="CPU threads (stored in the file: decoding uses the same) "
+                 "[default: cores]."),
+    click.option("--frame-size", type=click.IntRange(1, fmt.MAX_FRAME_SIZE),
+                 default=codec.DEFAULT_FRAME_SIZE, show_default=True,
+                 help="Bytes of input per frame (bounds memory)."),
+    click.option("--no-ngram", is_flag=True, help="Switch off the n-gram model."),
+    click.option("--no-match", is_flag=True, help="Switch off the match model."),
+    click.option("--no-bias", is_flag=True, help="Switch off the online bias head."),
+]
+
+
+def settings_options(f: Callable) -> Callable:
+    """Adds every compression-settings option; the command passes them to settings_from()."""
+    for opt in reversed(_SETTINGS_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def settings_from(model: str | None, streams: int | None, window: int, dtype: str, device: str,
+                  threads: int | None, frame_size: int, no_ngram: bool, no_match: bool,
+                  no_bias: bool) -> codec.Settings:
+    """Settings from the options of settings_options(); a bad combination is a UsageError."""
+    mix = MixConfig()
+    mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
+                              match=mix.match and not no_match, bias=mix.bias and not no_bias)
+    try:
+        return codec.Settings(model=model, streams=streams, window=window, dtype=dtype,
+                              device=device, threads=threads, frame_size=frame_size, mix=mix)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
