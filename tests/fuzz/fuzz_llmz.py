@@ -1,16 +1,27 @@
-"""Coverage-guided fuzzing (atheris) of the container parser and the decoder front end.
+"""Coverage-guided fuzzing (atheris) of the container parser and of the full decoder.
 
-    python tests/fuzz/fuzz_llmz.py parser  -atheris_runs=100000 tests/fuzz/corpus
-    python tests/fuzz/fuzz_llmz.py decoder -atheris_runs=2000   tests/fuzz/corpus
+Acceptance runs (issue 7), from the repository root:
 
-Any input must end in an LlmzipError or a verified output: any other exception is a crash.
-The decoder target uses the tiny seeded test model (built in a temporary directory).
+    nice -n 15 .venv/bin/python tests/fuzz/fuzz_llmz.py parser  -atheris_runs=100000
+    nice -n 15 .venv/bin/python tests/fuzz/fuzz_llmz.py decoder -atheris_runs=2000
+
+Without a corpus directory on the command line, the seeds (tests/fuzz/corpus/, made by
+make_corpus.py, and the golden files tests/golden/v*/*.llmz) are copied into a temporary
+working corpus, so the committed seeds are never overwritten by what the fuzzer finds. Any
+other libFuzzer flag may follow (-max_len=4096 -timeout=20 -rss_limit_mb=4096 ...). The
+tests/test_fuzz.py runs the same targets briefly.
+
+Any input must end in an LlmzipError or a verified output: any other exception, a hang past
+-timeout or memory past -rss_limit_mb is a crash. The decoder target decodes with the tiny
+seeded test model (tests/conftest.py, built in a temporary directory), whose fingerprint the
+seeds carry, so mutated inputs reach the range decoder and the predictor.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,9 +33,12 @@ with atheris.instrument_imports():
     from llmzip import container as fmt
     from llmzip.errors import LlmzipError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.conftest import build_model_dir
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import build_model_dir  # noqa: E402
 
+SEEDS = [*sorted((ROOT / "tests" / "fuzz" / "corpus").iterdir()),
+         *sorted((ROOT / "tests" / "golden").glob("v*/*.llmz"))]
 MODEL: str | None = None
 
 
@@ -41,10 +55,19 @@ def decode(data: bytes) -> None:
         llmzip.decompress(data, model=MODEL)
 
 
+def _working_corpus() -> str:
+    corpus = Path(tempfile.mkdtemp(prefix="llmz-fuzz-corpus-"))
+    for seed in SEEDS:
+        shutil.copy(seed, corpus / f"{seed.parent.name}-{seed.name}")
+    return str(corpus)
+
+
 def main() -> None:
     global MODEL
     target = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in ("parser", "decoder") \
         else "parser"
+    if not any(not a.startswith("-") for a in sys.argv[1:]):
+        sys.argv.append(_working_corpus())
     if target == "decoder":
         MODEL = str(build_model_dir(Path(tempfile.mkdtemp()) / "tiny"))
     atheris.Setup(sys.argv, parse if target == "parser" else decode)
