@@ -178,6 +178,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
         frame = enc.encode(chunk, stats, progress)
         out = fmt.frame_bytes(frame)
         dst.write(out)
+        dst.flush()  # a pipe's reader gets each frame as soon as it is done
         stats.input_bytes += len(chunk)
         stats.output_bytes += len(out)
         stats.frames += 1
@@ -281,6 +282,7 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
         ):
             raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
         dst.write(data)
+        dst.flush()
         stats.input_bytes += len(data)
         stats.frames += 1
         total_crc = zlib.crc32(data, total_crc)

@@ -2,7 +2,8 @@
 
 Invariants: an output file appears under its final name only complete and verified (it is
 written to a temporary file in the same directory and renamed); an existing file is replaced
-only when forced; on an error, Ctrl-C (SIGINT) or SIGTERM the temporary file is removed; a
+only when forced; on an error, Ctrl-C (SIGINT), SIGTERM or SIGHUP the temporary file is
+removed (SIGKILL cannot be caught: its temporary stays, under a hidden ``.NAME.*.tmp``); a
 source file is removed (``--rm``) only after its output was verified.
 """
 
@@ -32,9 +33,12 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a sub
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM unwinds the stack (removing temporaries) instead of killing outright."""
+    """SIGTERM and SIGHUP (terminal closed) unwind the stack (removing temporaries) instead of
+    killing outright."""
     with contextlib.suppress(ValueError):  # not in the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, _on_sigterm)
 
 
 def remove_temporaries() -> None:

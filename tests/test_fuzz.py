@@ -1,8 +1,8 @@
-"""Bounded coverage-guided fuzz runs (atheris) of the parser and the decoder front end.
+"""Bounded coverage-guided fuzz runs (atheris) of the parser and the full decoder.
 
-The full acceptance runs are longer (see tests/fuzz/fuzz_llmz.py):
-    python tests/fuzz/fuzz_llmz.py parser  -atheris_runs=100000 CORPUS
-    python tests/fuzz/fuzz_llmz.py decoder -atheris_runs=2000   CORPUS
+The acceptance runs are longer (tests/fuzz/fuzz_llmz.py; figures in benchmarks/RELIABILITY.md):
+    nice -n 15 .venv/bin/python tests/fuzz/fuzz_llmz.py parser  -atheris_runs=100000
+    nice -n 15 .venv/bin/python tests/fuzz/fuzz_llmz.py decoder -atheris_runs=2000
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ HARNESS = ROOT / "tests" / "fuzz" / "fuzz_llmz.py"
 def test_fuzz_finds_no_crash(tmp_path, target, runs):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for seed in (ROOT / "tests" / "golden").glob("v*/*.llmz"):
+    seeds = [*(ROOT / "tests" / "fuzz" / "corpus").iterdir(),
+             *(ROOT / "tests" / "golden").glob("v*/*.llmz")]
+    for seed in seeds:
         shutil.copy(seed, corpus / f"{seed.parent.name}-{seed.name}")
     result = subprocess.run(
         [sys.executable, str(HARNESS), target, f"-atheris_runs={runs}", "-max_len=4096",
