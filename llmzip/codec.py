@@ -226,6 +226,10 @@ class _FrameDecoder:
         return self._model
 
     def decode(self, frame: fmt.CodedFrame, index: int, progress: Progress | None) -> bytes:
+        # The encoder stores any frame denser than this, so no file of ours exceeds it; the
+        # range decoder never runs out of input, so this bounds the work a forged count costs.
+        if sum(frame.tokens) > BINARY_TOKENS_PER_BYTE * frame.length:
+            raise FormatError(f"corrupt file: frame {index}: more tokens than its length allows")
         model = self._load()
         section = self.header.model
         assert section is not None and self._mix is not None

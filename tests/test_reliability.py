@@ -267,6 +267,19 @@ def test_corruption_names_the_frame(tiny_model, which):
         llmzip.decompress(bytes(bad), model=tiny_model)
 
 
+def test_forged_token_count_is_refused_before_decoding(tiny_model):
+    """The range decoder never runs out of input: a count the encoder cannot have written
+    (a coded frame denser than codec.BINARY_TOKENS_PER_BYTE) must not be decoded at all."""
+    blob, spans = _frames_blob(tiny_model)
+    start, end, frame = spans[1]
+    assert isinstance(frame, fmt.CodedFrame)
+    forged = fmt.CodedFrame(frame.length, frame.crc, (frame.length,) * len(frame.tokens),
+                            frame.payload)
+    bad = blob[:start] + fmt.frame_bytes(forged) + blob[end:]
+    with pytest.raises(FormatError, match=r"frame 2: more tokens"):
+        llmzip.decompress(bad, model=tiny_model)
+
+
 def test_test_command_writes_nothing(tiny_env, tmp_path, monkeypatch):
     blob, spans = _frames_blob(tiny_env)
     good, bad = tmp_path / "good.txt.llmz", tmp_path / "bad.txt.llmz"
