@@ -212,8 +212,9 @@ class _FrameDecoder:
             if self.check_env and numerics.env_fingerprint() != section.env:
                 raise MismatchError(
                     "this file was made in a different numeric environment (torch version, "
-                    "device or CPU instruction set) and may not decode here; pass "
-                    "--ignore-env to try anyway (the checksum still guards the result)"
+                    f"device or CPU instruction set; here: {numerics.describe()}) and may not "
+                    "decode here; pass --ignore-env to try anyway (the checksum still guards "
+                    "the result)"
                 )
             model = numerics.load_model(self.model_spec)
             if model.fingerprint != section.fingerprint:
