@@ -162,10 +162,14 @@ class Llama:
         return (weight * xf).to(self.dtype)
 
     def _rebase(self, cache: KVCache) -> None:
-        """Rotate the rolling (non-sink) keys back by W positions; scores are unchanged."""
+        """Rotate the rolling (non-sink) keys back by W positions; scores are unchanged.
+        One layer at a time: the temporaries stay 1/L of the cache (all layers at once made a
+        ~2 GB spike at 40 streams). The operations are element-wise, so the result does not
+        depend on this split."""
         cos, sin = self._rotary(-cache.window)
-        rolling = cache.k[:, :, :, cache.sinks :]
-        rolling.copy_(self._rotate(rolling.to(self.dtype), cos, sin))
+        for layer in cache.k:  # [B, G, W, D]
+            rolling = layer[:, :, cache.sinks :]
+            rolling.copy_(self._rotate(rolling.to(self.dtype), cos, sin))
         cache.offset += cache.window
 
     @torch.inference_mode()
