@@ -188,9 +188,18 @@ class _NullWriter(io.RawIOBase):
         return len(b)
 
 
+def _decode_placement(f: Callable) -> Callable:
+    f = click.option("--device", type=click.Choice(["cpu", "cuda"]),
+                     help="Portable files: where to decode [default: cpu]. Machine-bound files "
+                     "decode where they were made.")(f)
+    return click.option("--threads", type=click.IntRange(1, 255),
+                        help="Portable files: CPU threads [default: cores]. Machine-bound "
+                        "files use the count stored in them.")(f)
+
+
 def _decompress_command(test_only: bool):
     def run(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model,
-            ignore_env) -> None:
+            ignore_env, threads, device) -> None:
         def job() -> None:
             def work(src, fin, fout) -> None:
                 cb, close = _progress(not quiet, files.input_size(src),
@@ -198,7 +207,8 @@ def _decompress_command(test_only: bool):
                 start = time.perf_counter()
                 try:
                     stats = codec.decompress_stream(fin, fout, model=model,
-                                                    check_env=not ignore_env, progress=cb)
+                                                    check_env=not ignore_env, progress=cb,
+                                                    threads=threads, device=device)
                 finally:
                     close()
                 if verbose and not quiet:
@@ -229,6 +239,7 @@ def _decompress_command(test_only: bool):
 @model_option
 @click.option("--ignore-env", is_flag=True,
               help="Try to decode a file made in another numeric environment.")
+@_decode_placement
 def decompress(**kwargs) -> None:
     """Decompress FILE.llmz (or stdin) to FILE (or stdout), verifying checksums."""
     _decompress_command(test_only=False)(**kwargs)
@@ -239,6 +250,7 @@ def decompress(**kwargs) -> None:
 @model_option
 @click.option("--ignore-env", is_flag=True,
               help="Try to decode a file made in another numeric environment.")
+@_decode_placement
 def test_command(**kwargs) -> None:
     """Decode FILEs and verify their checksums without writing anything."""
     _decompress_command(test_only=True)(**kwargs)

@@ -8,6 +8,7 @@ each frame's stream table.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zlib
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import numpy as np
 from llmzip import container as fmt
 from llmzip.coder import Decoder, Encoder
 from llmzip.errors import ChecksumError, FormatError, MismatchError
+from llmzip.exactllama import MAX_WINDOW as EXACT_MAX_WINDOW
 from llmzip.mixer import MixConfig
 from llmzip.numerics import Numerics, numerics_for
 from llmzip.predictor import Predictor
@@ -41,7 +43,7 @@ class Settings:
     streams: int | None = None  # None: automatic (segments of >= MIN_SEGMENT_TOKENS)
     window: int = DEFAULT_WINDOW
     sinks: int = DEFAULT_SINKS
-    dtype: str = "auto"
+    dtype: str = "auto"  # "portable": exact everywhere (exactllama.py), else machine-bound
     device: str = "cpu"
     threads: int | None = None
     frame_size: int = DEFAULT_FRAME_SIZE
@@ -54,6 +56,12 @@ class Settings:
             raise ValueError(f"window must be in 8..{fmt.MAX_WINDOW} and larger than sinks")
         if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
+        if self.dtype == "portable":
+            if self.window > EXACT_MAX_WINDOW:
+                raise ValueError(f"the portable mode takes windows up to {EXACT_MAX_WINDOW}")
+            # Their mixing is not portable yet (exactmixer.py): off in portable files.
+            object.__setattr__(self, "mix", dataclasses.replace(self.mix, ngram=False,
+                                                                match=False))
 
 
 @dataclass
@@ -128,7 +136,7 @@ class _FrameEncoder:
             self.numerics.threads, self.numerics.env_fingerprint(), s.window, s.sinks,
             s.mix.to_bytes(),
         )
-        return fmt.Header(s.frame_size, section)
+        return fmt.Header(s.frame_size, section, portable=self.numerics.portable)
 
     def encode(self, data: bytes, stats: Stats, progress: Progress | None) -> fmt.Frame:
         crc = zlib.crc32(data)
@@ -193,10 +201,13 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
 class _FrameDecoder:
     """Decodes coded frames; loads the model on the first one (stored-only files need none)."""
 
-    def __init__(self, header: fmt.Header, model: str | None, check_env: bool) -> None:
+    def __init__(self, header: fmt.Header, model: str | None, check_env: bool,
+                 threads: int | None = None, device: str | None = None) -> None:
         self.header = header
         self.model_spec = model
         self.check_env = check_env
+        self.threads = threads
+        self.device = device
         self._model = None
         self._mix: MixConfig | None = None
 
@@ -208,8 +219,12 @@ class _FrameDecoder:
                 self._mix = MixConfig.from_bytes(section.mix)
             except ValueError as e:
                 raise FormatError(f"corrupt file: bad mixer settings ({e})") from None
-            numerics = Numerics(section.dtype, section.device, section.threads)
-            if self.check_env and numerics.env_fingerprint() != section.env:
+            if self.header.portable:  # any device, any thread count: the decoder's choice
+                numerics = Numerics(section.dtype, self.device or "cpu", self.threads)
+            else:
+                numerics = Numerics(section.dtype, section.device, section.threads)
+            if (self.check_env and not numerics.portable
+                    and numerics.env_fingerprint() != section.env):
                 raise MismatchError(
                     "this file was made in a different numeric environment (torch version, "
                     f"device or CPU instruction set; here: {numerics.describe()}) and may not "
@@ -260,11 +275,14 @@ class _FrameDecoder:
 
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
-                      check_env: bool = True, progress: Progress | None = None) -> Stats:
+                      check_env: bool = True, progress: Progress | None = None,
+                      threads: int | None = None, device: str | None = None) -> Stats:
     """Decompress a whole container from ``src`` to ``dst``, verifying every checksum. Writes
-    each frame only after its checksum matched; memory is bounded by the frame size."""
+    each frame only after its checksum matched; memory is bounded by the frame size.
+    ``threads`` and ``device`` apply to portable files; a machine-bound file decodes with the
+    settings it was made with."""
     header = fmt.Header.read(src)
-    decoder = _FrameDecoder(header, model, check_env)
+    decoder = _FrameDecoder(header, model, check_env, threads, device)
     stats = Stats()
     total_crc = 0
     index = 0
@@ -305,8 +323,10 @@ def compress(data: bytes, **settings) -> bytes:
     return out.getvalue()
 
 
-def decompress(blob: bytes, model: str | None = None, check_env: bool = True) -> bytes:
+def decompress(blob: bytes, model: str | None = None, check_env: bool = True,
+               threads: int | None = None, device: str | None = None) -> bytes:
     """Decompress bytes made by :func:`compress`; raises an LlmzipError on any problem."""
     out = io.BytesIO()
-    decompress_stream(io.BytesIO(blob), out, model=model, check_env=check_env)
+    decompress_stream(io.BytesIO(blob), out, model=model, check_env=check_env,
+                      threads=threads, device=device)
     return out.getvalue()

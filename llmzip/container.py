@@ -13,7 +13,8 @@ little-endian.
       end:    kind=0 total_length:varint crc32_total:4
 
 ``flags`` bit 0: a model section follows (files of stored frames only may omit it);
-bit 1: portable numerics. Token counts per stream are non-increasing. Every frame carries the
+bit 1: portable numerics (then, and only then, dtype is "portable"; exactllama.py).
+Token counts per stream are non-increasing. Every frame carries the
 CRC-32 of its original bytes, the end record the length and CRC-32 of the whole original, so
 corruption is reported with the frame where it happened and truncation is always detected.
 
@@ -39,7 +40,7 @@ FLAG_MODEL = 1
 FLAG_PORTABLE = 2
 
 KIND_END, KIND_STORED, KIND_CODED = 0, 1, 2
-DTYPES = ("float32", "bfloat16", "float16", "mixed")  # see numerics.py
+DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")  # see numerics.py
 DEVICES = ("cpu", "cuda")
 
 
@@ -151,6 +152,8 @@ class Header:
             if not 0 <= sinks < window:
                 raise FormatError("corrupt file: bad window")
             mix = r.bytes(r.u8())
+            if (DTYPES[dtype] == "portable") != bool(flags & FLAG_PORTABLE):
+                raise FormatError("corrupt file: the portable flag and the dtype disagree")
             model = ModelSection(fingerprint, DTYPES[dtype], DEVICES[device], threads, env,
                                  window, sinks, mix)
         frame_size = r.varint(MAX_FRAME_SIZE, "frame size")

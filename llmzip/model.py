@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from llmzip.errors import ModelError
+from llmzip.exactllama import ExactLlama
 from llmzip.llama import Llama, LlamaConfig
 from llmzip.tokens import TokenCodec
 
@@ -177,7 +178,7 @@ class LoadedModel:
     """Everything the codec needs from a model. ``fingerprint`` identifies weights+tokenizer."""
 
     name: str
-    llama: Llama
+    llama: Llama | ExactLlama
     tokens: TokenCodec
     fingerprint: bytes
     start_token: int  # fed to every stream before its first token
@@ -201,10 +202,12 @@ _LOADED: dict[tuple, LoadedModel] = {}
 
 
 def load(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-         device: str = "cpu", kv_dtype: torch.dtype | None = None) -> LoadedModel:
-    """Resolve, convert if needed, and load a model (cached per process)."""
+         device: str = "cpu", kv_dtype: torch.dtype | None = None,
+         portable: bool = False) -> LoadedModel:
+    """Resolve, convert if needed, and load a model (cached per process). ``portable``: the
+    exact integer forward pass of exactllama.py instead of llama.py (dtypes ignored)."""
     path = resolve(spec)
-    key = (str(path.resolve()), dtype, device, kv_dtype)
+    key = (str(path.resolve()), dtype, device, kv_dtype, portable)
     if key in _LOADED:
         return _LOADED[key]
     directory = converted_dir(path) if path.is_file() else path
@@ -223,8 +226,11 @@ def load(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float
     else:
         fingerprint = _weights_fingerprint(weights, tokenizer_json)
     try:
-        llama = Llama(LlamaConfig.from_hf(config), weights, dtype=dtype, device=device,
-                      kv_dtype=kv_dtype)
+        if portable:
+            llama = ExactLlama(LlamaConfig.from_hf(config), weights, device=device)
+        else:
+            llama = Llama(LlamaConfig.from_hf(config), weights, dtype=dtype, device=device,
+                          kv_dtype=kv_dtype)
     except (KeyError, ValueError) as e:
         raise ModelError(f"unsupported model in {directory}: {e}") from e
     if llama.config.vocab_size < tokens.vocab_size:

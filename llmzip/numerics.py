@@ -1,11 +1,14 @@
 """The numeric environment: dtype, device, threads, and a fingerprint of what the floating-point
 results depend on.
 
-In the default (fast) mode the probabilities are exactly reproducible only where the same
-kernels run: same torch version, device kind, CPU instruction set (measured: logits differ by
-~4e-5 between AVX-512 and AVX2 kernels) and thread count (measured: float32 GEMM and
-attention results change between 1 and 2 threads). The thread count is stored in the header
-and the decoder uses it whatever its own core count. The header stores
+In the portable mode (dtype "portable", exactllama.py) none of this matters: the logits are
+integers' exact functions, the same everywhere; the thread count and device are the
+decoder's own choice. In the default (fast) mode the probabilities are exactly reproducible
+only where the same kernels run: same torch version, device kind, CPU instruction set
+(measured: logits differ by ~4e-5 between AVX-512 and AVX2 kernels) and thread count
+(measured: float32 GEMM and attention results change between 1 and 2 threads). The thread
+count is stored in the header and the decoder uses it whatever its own core count. The header
+stores
 :meth:`Numerics.env_fingerprint`; the decoder refuses a file from another environment unless
 told to try anyway.
 """
@@ -27,6 +30,7 @@ _TORCH_DTYPES = {
     "bfloat16": (torch.bfloat16, torch.bfloat16),
     "float16": (torch.float16, torch.float16),
     "mixed": (torch.float32, torch.bfloat16),
+    "portable": (torch.float64, torch.int16),  # exactllama.py: integers, exact everywhere
 }
 
 
@@ -59,7 +63,8 @@ class Numerics:
         self.dtype_name = auto_dtype(device) if dtype == "auto" else dtype
         if self.dtype_name not in _TORCH_DTYPES:
             raise LlmzipError(
-                f"unknown dtype {dtype!r} (use auto, float32, bfloat16, float16, mixed)")
+                f"unknown dtype {dtype!r} (use auto, float32, bfloat16, float16, mixed, "
+                "portable)")
         self.dtype, self.kv_dtype = _TORCH_DTYPES[self.dtype_name]
         if threads is None:
             threads = max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_THREADS))
@@ -72,8 +77,15 @@ class Numerics:
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
 
+    @property
+    def portable(self) -> bool:
+        """Results independent of machine, device and threads (exactllama.py)."""
+        return self.dtype_name == "portable"
+
     def describe(self) -> str:
         """What the floating-point results depend on, as text."""
+        if self.portable:
+            return "portable"
         parts = [f"torch {torch.__version__}", self.device_kind, self.dtype_name,
                  f"{self.threads} threads"]
         if self.device_kind == "cuda":
@@ -86,7 +98,8 @@ class Numerics:
         return zlib.crc32(self.describe().encode()).to_bytes(4, "little")
 
     def load_model(self, spec: str | None) -> LoadedModel:
-        return load(spec, dtype=self.dtype, device=self.device_kind, kv_dtype=self.kv_dtype)
+        return load(spec, dtype=self.dtype, device=self.device_kind, kv_dtype=self.kv_dtype,
+                    portable=self.portable)
 
 
 def numerics_for(settings) -> Numerics:

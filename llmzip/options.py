@@ -23,8 +23,12 @@ _SETTINGS_OPTIONS = [
     click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
                  default=codec.DEFAULT_WINDOW, show_default=True,
                  help="Context window (tokens)."),
-    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed"]),
+    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed",
+                                              "portable"]),
                  default="auto", show_default=True, help="Model compute dtype."),
+    click.option("--portable", is_flag=True,
+                 help="Exact integer arithmetic: the file decodes on any CPU or GPU, any thread "
+                 "count (same as --dtype portable; n-gram and match models off)."),
     click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
                  show_default=True),
     click.option("--threads", type=click.IntRange(1, 255),
@@ -46,10 +50,14 @@ def settings_options(f: Callable) -> Callable:
     return f
 
 
-def settings_from(model: str | None, streams: int | None, window: int, dtype: str, device: str,
-                  threads: int | None, frame_size: int, no_ngram: bool, no_match: bool,
-                  no_bias: bool) -> codec.Settings:
+def settings_from(model: str | None, streams: int | None, window: int, dtype: str,
+                  portable: bool, device: str, threads: int | None, frame_size: int,
+                  no_ngram: bool, no_match: bool, no_bias: bool) -> codec.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError."""
+    if portable:
+        if dtype not in ("auto", "portable"):
+            raise click.UsageError("--portable and --dtype disagree")
+        dtype = "portable"
     mix = MixConfig()
     mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
                               match=mix.match and not no_match, bias=mix.bias and not no_bias)

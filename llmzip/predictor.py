@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from llmzip.exactmixer import ExactMixer
 from llmzip.mixer import ContextMixer, MixConfig
 from llmzip.model import LoadedModel
 
@@ -38,7 +39,8 @@ class Predictor:
         self.model = model
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.cache = model.llama.new_cache(len(lengths), window, sinks)
-        self.mixer = ContextMixer(model.vocab_size, list(lengths), mix)
+        mixer = ExactMixer if getattr(model.llama, "portable", False) else ContextMixer
+        self.mixer = mixer(model.vocab_size, list(lengths), mix)
         self.inputs = torch.full((len(lengths),), model.start_token, dtype=torch.int64)
         self.t = 0
 
@@ -55,7 +57,9 @@ class Predictor:
         if n < self.cache.batch:
             self.cache.shrink(n)
             self.inputs = self.inputs[:n]
-        logits = self.model.llama.step(self.cache, self.inputs)  # [n, V] float32
+        logits = self.model.llama.step(self.cache, self.inputs)  # [n, V]
+        if isinstance(self.mixer, ExactMixer):
+            return self.mixer.mix(logits)
         return self.mixer.mix(logits.cpu().numpy())
 
     def observe(self, tokens: np.ndarray) -> None:
