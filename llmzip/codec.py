@@ -8,7 +8,6 @@ each frame's stream table.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import zlib
 from collections.abc import Callable, Iterator
@@ -59,9 +58,8 @@ class Settings:
         if self.dtype == "portable":
             if self.window > EXACT_MAX_WINDOW:
                 raise ValueError(f"the portable mode takes windows up to {EXACT_MAX_WINDOW}")
-            # Their mixing is not portable yet (exactmixer.py): off in portable files.
-            object.__setattr__(self, "mix", dataclasses.replace(self.mix, ngram=False,
-                                                                match=False))
+            if self.mix.geometric:
+                raise ValueError("the portable mode has no geometric mixture")
 
 
 @dataclass

@@ -1,17 +1,19 @@
-"""The portable mode's probability stream: LM softmax and online bias head, machine-independent.
+"""The portable mode's probability stream: the mixer of mixer.py, computed the same everywhere.
 
-    p = f / sum(f),   f = max(1, round(2**36 * exp(logits + b - max)))
+    p_lm = f / sum(f),   f = max(1, round(2**36 * exp(logits + b - max)))
+    p    = w_0 * p_lm + sum_j w_j * q_j           (the linear mixture of mixer.py)
 
 ``f`` are exact integer frequencies (their float64 sum is exact: below 2**53 for any
-vocabulary up to 2**16), so ``p`` is the same float64 array on every machine, and so is the
-coder's quantisation of it. ``exp`` is exactmath's polynomial, not libm's.
+vocabulary up to 2**16), so ``p_lm`` is the same float64 array on every machine. The n-gram
+and match statistics are integers (ngram.py, match.py) and the gating features the same as
+mixer.py's (:func:`mixer.candidates`). Everything else is element-wise float64 arithmetic,
+``exp`` is exactmath's polynomial (never libm's or numpy's SIMD one), and every sum is either
+of integers or written out term by term in a fixed order (over components, n-gram slots,
+streams), so no reduction order is left to a library. numpy's ``add.at`` adds in index order.
 
-The bias head is that of bias.py with the same learning rule (b -= lr * mean_i (p_i -
-onehot(y_i)), clipped), but the mean over streams is a sum in stream order, one element-wise
-add per stream, so no reduction order is left to a library.
-
-Not yet portable: the n-gram and match models' mixing (mixer.py uses numpy's exp and sums).
-A portable file has them off; :class:`ExactMixer` refuses a configuration with them on.
+The learning rules are mixer.py's and bias.py's: SGD of the gating table on the code length,
+and the bias step ``b -= lr * sum_i r_i (p_lm_i - onehot(y_i)) / n`` with LM responsibilities
+``r_i``. The geometric mixture (log1p, einsum) has no portable form: refused.
 """
 
 from __future__ import annotations
@@ -22,27 +24,49 @@ import numpy as np
 import torch
 
 from llmzip import exactmath as xm
+from llmzip import mixer as mx
 from llmzip.bias import CLIP
+from llmzip.match import Match
 from llmzip.mixer import MixConfig
+from llmzip.ngram import SLOTS, NGram
 
 FREQ_BITS = 36
 F64 = torch.float64
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    return xm.exp(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
+
+
+def _sum_columns(a: np.ndarray) -> np.ndarray:
+    """a[:, 0] + a[:, 1] + ... in that order."""
+    total = a[:, 0].copy()
+    for j in range(1, a.shape[1]):
+        total = total + a[:, j]
+    return total
 
 
 class ExactMixer:
     """Same calling pattern as mixer.ContextMixer: ``mix`` then ``update``, once per step."""
 
     def __init__(self, vocab_size: int, lengths: Sequence[int], config: MixConfig) -> None:
-        if config.ngram or config.match:
-            raise ValueError("the portable mode has no n-gram or match model yet")
+        if config.geometric:
+            raise ValueError("the portable mode has no geometric mixture")
         if vocab_size >= 1 << (52 - FREQ_BITS):
             raise ValueError("vocabulary too large for exact frequency sums")
+        c = config
         self.config = config
         self.vocab_size = vocab_size
-        self.streams = len(lengths)
-        b_shape = (vocab_size,) if config.shared else (len(lengths), vocab_size)
-        self.b = torch.zeros(b_shape, dtype=F64) if config.bias else None
-        self._p: torch.Tensor | None = None
+        n = len(lengths)
+        self.ngram = NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None
+        self.match = Match(lengths, c.match_min, c.table_bits, c.shared) if c.match else None
+        self.k = c.ngram_order if c.ngram else 0
+        self.n_comp = self.k + bool(c.match)
+        self.W = np.zeros((self.n_comp, mx._TABLE))
+        self.W[:, :mx._OWN] = mx._INIT
+        b_shape = (vocab_size,) if c.shared else (n, vocab_size)
+        self.b = torch.zeros(b_shape, dtype=F64) if c.bias else None
+        self._state: tuple | None = None
 
     def mix(self, logits: torch.Tensor) -> np.ndarray:
         """logits [n, V] float64 (any device) -> probabilities [n, V] float64, each > 0."""
@@ -52,28 +76,86 @@ class ExactMixer:
             x = x + (self.b if self.b.ndim == 1 else self.b[:n])
         e = xm.exp(x - x.amax(dim=1, keepdim=True))
         f = torch.round(e * float(1 << FREQ_BITS)).clamp_(min=1.0)
-        p = f / f.sum(dim=1, keepdim=True)  # the sum is exact: integers below 2**53
-        self._p = p
-        return p.numpy()
+        p_lm = (f / f.sum(dim=1, keepdim=True)).numpy()  # exact sum: integers below 2**53
+        if self.n_comp == 0:
+            self._state = (p_lm, None)
+            return p_lm
+        rows = np.arange(n)
+        J = self.n_comp
+        present, top, own, tok, q, mtok = mx.candidates(self, n)
+        p_top = p_lm[rows[:, None], top]
+        lm_b = mx._bucket(mx._PMAX_EDGES, p_lm.max(axis=1))
+        idx = np.stack([own, np.broadcast_to(mx._LM_AT + lm_b[:, None], own.shape),
+                        mx._CAND_AT + mx._bucket(mx._PCAND_EDGES, p_top)], axis=2)  # [n, J, 3]
+        comp = np.arange(J)[None, :]
+        z = self.W[comp, idx[..., 0]] + self.W[comp, idx[..., 1]]
+        z = z + self.W[comp, idx[..., 2]]
+        zmax = np.maximum(np.where(present, z, -np.inf).max(axis=1), 0.0)
+        w = np.where(present, _exp(z - zmax[:, None]), 0.0)
+        w0 = _exp(-zmax)
+        norm = w0 + _sum_columns(w)
+        w = w / norm[:, None]
+        w0 = w0 / norm
+        p = p_lm * w0[:, None]
+        flat = p.reshape(-1)
+        V = self.vocab_size
+        if tok is not None:
+            vals = w[:, : self.k, None] * q
+            ok = vals > 0
+            np.add.at(flat, (rows[:, None, None] * V + tok)[ok], vals[ok])
+        if mtok is not None:
+            ok = present[:, -1]
+            np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
+        self._state = (p_lm, (w0, w, present, idx, tok, q, mtok))
+        return p
 
     def update(self, tokens: np.ndarray) -> None:
         """tokens [n]: what occurred for the streams of the last mix()."""
-        p, self._p = self._p, None
-        assert p is not None and len(p) == len(tokens), "update() without mix()"
-        if self.b is None:
-            return
-        y = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+        assert self._state is not None and len(self._state[0]) == len(tokens), \
+            "update() without mix()"
+        p_lm, mixed = self._state
+        self._state = None
+        y = np.asarray(tokens, dtype=np.int64)
+        n = len(y)
+        resp = np.ones(n)
+        if mixed is not None:
+            w0, w, present, idx, tok, q, mtok = mixed
+            plm_y = p_lm[np.arange(n), y]
+            qy = np.zeros((n, self.n_comp))
+            if tok is not None:
+                hit = q * (tok == y[:, None, None])
+                for s in range(SLOTS):
+                    qy[:, : self.k] = qy[:, : self.k] + hit[:, :, s]
+            if mtok is not None:
+                qy[:, -1] = mtok == y
+            py = w0 * plm_y + _sum_columns(w * qy)
+            resp = w0 * plm_y / py
+            grad = w * (qy / py[:, None] - 1.0)
+            jj, ii = np.nonzero(present.T)  # component-major: a fixed order
+            step = np.repeat(self.config.mix_lr * grad[ii, jj], 3)
+            np.add.at(self.W, (np.repeat(jj, 3), idx[ii, jj].reshape(-1)), step)
+            np.clip(self.W, -mx._W_CLIP, mx._W_CLIP, out=self.W)
+        if self.b is not None:
+            self._update_bias(torch.from_numpy(p_lm), torch.from_numpy(y), resp)
+        if self.ngram is not None:
+            self.ngram.update(y)
+        if self.match is not None:
+            self.match.update(y)
+
+    def _update_bias(self, p_lm: torch.Tensor, y: torch.Tensor, resp: np.ndarray) -> None:
         n = len(y)
         lr = self.config.bias_lr
+        r = [float(v) for v in resp]
         if self.b.ndim == 1:
-            g = p[0].clone()
+            g = p_lm[0] * r[0]
             for i in range(1, n):  # stream order: a fixed summation order
-                g = g + p[i]
+                g = g + p_lm[i] * r[i]
             b = self.b - g * (lr / n)
             for i in range(n):
-                b[y[i]] += lr / n
+                b[y[i]] += r[i] * (lr / n)
             self.b = b.clamp_(-CLIP, CLIP)
         else:
-            b = self.b[:n] - p * lr
-            b[torch.arange(n), y] += lr
+            rr = torch.tensor(r, dtype=F64)[:, None]
+            b = self.b[:n] - p_lm * (rr * lr)
+            b[torch.arange(n), y] += rr[:, 0] * lr
             self.b[:n] = b.clamp_(-CLIP, CLIP)

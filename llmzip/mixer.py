@@ -127,6 +127,34 @@ def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
+def candidates(mixer, n: int) -> tuple:
+    """The components' predictions for the first n streams, for the linear mixture: which
+    component has one (present [n, J]), its top token and own-confidence bucket ([n, J] each),
+    the n-gram followers and their frequencies (tok, q [n, k, S]; None without n-gram) and the
+    match token (mtok [n], -1 for none; None without match). Integer work and one division:
+    the same on every machine. ``mixer`` has ngram, match, k and n_comp."""
+    J = mixer.n_comp
+    present = np.zeros((n, J), dtype=bool)
+    top = np.zeros((n, J), dtype=np.int64)
+    own = np.zeros((n, J), dtype=np.int64)
+    tok = q = mtok = None
+    if mixer.ngram is not None:
+        k = mixer.k
+        tok, cnt = mixer.ngram.predict(n)  # [n, k, S]
+        total = cnt.sum(axis=2)
+        present[:, :k] = total > 0
+        q = cnt / np.maximum(total, 1)[:, :, None]
+        distinct = np.minimum((cnt > 0).sum(axis=2), 3)
+        own[:, :k] = _bucket(_TOTAL_EDGES, total) * 3 + np.maximum(distinct - 1, 0)
+        top[:, :k] = np.take_along_axis(tok, cnt.argmax(axis=2)[:, :, None], 2)[..., 0]
+    if mixer.match is not None:
+        mtok, mlen = mixer.match.predict(n)
+        present[:, -1] = mtok >= 0
+        own[:, -1] = _bucket(_LEN_EDGES, mlen)
+        top[:, -1] = np.maximum(mtok, 0)
+    return present, top, own, tok, q, mtok
+
+
 class ContextMixer:
     """Combines the LM with the adaptive components for the streams of one frame.
 
@@ -165,23 +193,7 @@ class ContextMixer:
 
         rows = np.arange(n)
         J = self.n_comp
-        present = np.zeros((n, J), dtype=bool)
-        top = np.zeros((n, J), dtype=np.int64)
-        own = np.zeros((n, J), dtype=np.int64)
-        tok = q = mtok = None
-        if self.ngram is not None:
-            tok, cnt = self.ngram.predict(n)  # [n, k, S]
-            total = cnt.sum(axis=2)
-            present[:, : self.k] = total > 0
-            q = cnt / np.maximum(total, 1)[:, :, None]
-            distinct = np.minimum((cnt > 0).sum(axis=2), 3)
-            own[:, : self.k] = _bucket(_TOTAL_EDGES, total) * 3 + np.maximum(distinct - 1, 0)
-            top[:, : self.k] = np.take_along_axis(tok, cnt.argmax(axis=2)[:, :, None], 2)[..., 0]
-        if self.match is not None:
-            mtok, mlen = self.match.predict(n)
-            present[:, -1] = mtok >= 0
-            own[:, -1] = _bucket(_LEN_EDGES, mlen)
-            top[:, -1] = np.maximum(mtok, 0)
+        present, top, own, tok, q, mtok = candidates(self, n)
         p_top = x[rows[:, None], top] * inv[:, None]
         lm_b = _bucket(_PMAX_EDGES, inv)  # the LM's top probability is 1 / sum
         idx = np.stack([own, np.broadcast_to(_LM_AT + lm_b[:, None], own.shape),

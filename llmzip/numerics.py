@@ -30,7 +30,7 @@ _TORCH_DTYPES = {
     "bfloat16": (torch.bfloat16, torch.bfloat16),
     "float16": (torch.float16, torch.float16),
     "mixed": (torch.float32, torch.bfloat16),
-    "portable": (torch.float64, torch.int16),  # exactllama.py: integers, exact everywhere
+    "portable": (torch.float64, torch.float64),  # exactllama.py: integers, exact everywhere
 }
 
 

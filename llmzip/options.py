@@ -28,7 +28,7 @@ _SETTINGS_OPTIONS = [
                  default="auto", show_default=True, help="Model compute dtype."),
     click.option("--portable", is_flag=True,
                  help="Exact integer arithmetic: the file decodes on any CPU or GPU, any thread "
-                 "count (same as --dtype portable; n-gram and match models off)."),
+                 "count (same as --dtype portable)."),
     click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
                  show_default=True),
     click.option("--threads", type=click.IntRange(1, 255),

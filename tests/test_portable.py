@@ -124,19 +124,40 @@ def test_exact_step_ignores_batch_layout_and_threads(tiny_model):
     assert all(torch.equal(a[2:3], b) for a, b in zip(batched, alone))
 
 
-def test_exact_mixer_sums_to_one_and_bias_adapts():
-    mixer = ExactMixer(50, [2, 2], MixConfig(ngram=False, match=False))
+@pytest.mark.parametrize("config", [MixConfig(ngram=False, match=False), MixConfig()],
+                         ids=["bias", "all"])
+def test_exact_mixer_sums_to_one_and_adapts(config):
+    mixer = ExactMixer(50, [70, 70], config)
     logits = torch.zeros(2, 50, dtype=torch.float64)
     first = mixer.mix(logits)
-    assert np.all(first > 0) and np.allclose(first.sum(axis=1), 1.0, atol=1e-12)
-    mixer.update(np.array([7, 7]))
+    mixer.update(np.array([1, 1]))
+    for _ in range(20):  # a repeated sequence: 7 8 9 7 8 9 ...
+        for token in (7, 8, 9):
+            p = mixer.mix(logits)
+            assert np.all(p > 0) and np.allclose(p.sum(axis=1), 1.0, atol=1e-12)
+            mixer.update(np.array([token, token]))
     after = mixer.mix(logits)
-    assert after[0, 7] > first[0, 7] and after[0, 3] < first[0, 3]
+    assert after[0, 7] > 2 * first[0, 7] and after[0, 3] < first[0, 3]
 
 
-def test_exact_mixer_refuses_components_it_cannot_mix():
+def test_exact_mixer_matches_the_fast_mixer():
+    """Same rules as mixer.ContextMixer: close probabilities on the same logits."""
+    from llmzip.mixer import ContextMixer
+
+    gen = torch.Generator().manual_seed(5)
+    exact, fast = ExactMixer(64, [50, 50], MixConfig()), ContextMixer(64, [50, 50], MixConfig())
+    for t in range(50):
+        logits = torch.randn(2, 64, generator=gen, dtype=torch.float64) * 3
+        a, b = exact.mix(logits), fast.mix(logits.float().numpy())
+        assert np.abs(a - b).max() < 1e-5
+        y = np.array([t % 5, (t * 7) % 11])
+        exact.update(y)
+        fast.update(y)
+
+
+def test_exact_mixer_refuses_the_geometric_mixture():
     with pytest.raises(ValueError):
-        ExactMixer(50, [1], MixConfig())
+        ExactMixer(50, [1], MixConfig(geometric=True))
 
 
 # ---------------------------------------------------------------- files
@@ -169,8 +190,8 @@ def test_portable_flag_and_dtype_must_agree(tiny_model):
 
 
 def test_portable_settings():
-    s = Settings(dtype="portable")
-    assert not s.mix.ngram and not s.mix.match and s.mix.bias
+    with pytest.raises(ValueError, match="geometric"):
+        Settings(dtype="portable", mix=MixConfig(geometric=True))
     with pytest.raises(ValueError, match="portable"):
         Settings(dtype="portable", window=1 << 14)
 
