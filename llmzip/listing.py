@@ -12,12 +12,15 @@ def describe(f: BinaryIO, name: str) -> str:
     header = fmt.Header.read(f)
     lines = [f"{name}: llmzip format version {header.version}, frame size {header.frame_size}"]
     m = header.model
-    if m:
-        mode = "portable" if header.portable else "machine-bound (fast mode)"
+    if m and header.portable:
+        lines.append(f"  model {m.fingerprint.hex()}, portable (exact integer arithmetic: "
+                     "decodes on any CPU or GPU, any thread count)")
+    elif m:
         lines.append(
             f"  model {m.fingerprint.hex()}, {m.dtype} on {m.device}, {m.threads} threads, "
-            f"numeric env {m.env.hex()} ({mode})"
+            f"numeric env {m.env.hex()} (machine-bound: fast mode)"
         )
+    if m:
         lines.append(f"  window {m.window} tokens ({m.sinks} sinks), mixer {m.mix.hex() or '-'}")
     coded = stored = packed = 0
     tokens = 0

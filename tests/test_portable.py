@@ -179,7 +179,7 @@ def test_portable_header_and_info(tiny_model):
     blob = _portable(CORPUS.encode(), tiny_model)
     header = fmt.Header.read(io.BytesIO(blob))
     assert header.portable and header.model.dtype == "portable"
-    assert "(portable)" in describe(io.BytesIO(blob), "x")
+    assert "portable (exact integer arithmetic" in describe(io.BytesIO(blob), "x")
 
 
 def test_portable_flag_and_dtype_must_agree(tiny_model):

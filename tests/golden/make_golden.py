@@ -25,6 +25,7 @@ CASES = {
     "frames": (CORPUS.encode()[:900], {"streams": 2, "frame_size": 300}),
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}),
     "empty": (b"", {}),
+    "portable": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
 }
 
 
