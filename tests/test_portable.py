@@ -221,3 +221,18 @@ def test_real_model_portable_file_decodes_with_avx2_and_one_thread(real_model, t
     path.write_bytes(llmzip.compress(data, model=real_model, dtype="portable", threads=2))
     assert _decode_elsewhere(path, real_model, OTHER_ENVS[1]) == data
 
+
+
+def test_cli_portable_flag_info_and_decode_options(tiny_env, tmp_path):
+    from tests.test_cli import invoke
+
+    src = tmp_path / "a.txt"
+    src.write_bytes(CORPUS.encode())
+    assert invoke(["compress", "--portable", "--context", "16", str(src)]).exit_code == 0
+    info = invoke(["info", f"{src}.llmz"])
+    assert "portable (exact integer arithmetic" in info.output
+    src.rename(tmp_path / "orig.txt")
+    done = invoke(["decompress", "--threads", "1", "--device", "cpu", f"{src}.llmz"])
+    assert done.exit_code == 0 and src.read_bytes() == CORPUS.encode()
+    clash = invoke(["compress", "--portable", "--dtype", "float32", "-c", str(src)])
+    assert clash.exit_code == 2 and "disagree" in clash.output
