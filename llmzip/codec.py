@@ -217,6 +217,8 @@ class _FrameDecoder:
                 self._mix = MixConfig.from_bytes(section.mix)
             except ValueError as e:
                 raise FormatError(f"corrupt file: bad mixer settings ({e})") from None
+            if self.header.portable and section.window > EXACT_MAX_WINDOW:
+                raise FormatError("corrupt file: window too large for the portable mode")
             if self.header.portable:  # any device, any thread count: the decoder's choice
                 numerics = Numerics(section.dtype, self.device or "cpu", self.threads)
             else:

