@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from llmzip import exactmath as xm
-from llmzip.llama import LlamaConfig
+from llmzip.llama import LlamaConfig, ring_step
 
 F64 = torch.float64
 WEIGHT_BITS = 15
@@ -167,11 +167,10 @@ class ExactLlama:
         b = tokens.shape[0]
         if b != cache.batch:
             raise ValueError(f"batch {b} != cache batch {cache.batch}")
-        t, W, sinks = cache.t, cache.window, cache.sinks
-        if t >= W and t - cache.offset >= 2 * W:
+        t = cache.t
+        rebase, slot, n = ring_step(t, cache.window, cache.sinks, cache.offset)
+        if rebase:
             self._rebase(cache)
-        slot = t if t < W else sinks + (t - sinks) % (W - sinks)
-        n = min(t + 1, W)
         prob_bits = min(PROB_BITS, 52 - KV_BITS - max(1, (n - 1).bit_length()))
         cos, sin = self._rotary(t - cache.offset)
         H, G, D = c.num_heads, c.num_kv_heads, c.head_dim

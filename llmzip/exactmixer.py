@@ -97,15 +97,7 @@ class ExactMixer:
         w = w / norm[:, None]
         w0 = w0 / norm
         p = p_lm * w0[:, None]
-        flat = p.reshape(-1)
-        V = self.vocab_size
-        if tok is not None:
-            vals = w[:, : self.k, None] * q
-            ok = vals > 0
-            np.add.at(flat, (rows[:, None, None] * V + tok)[ok], vals[ok])
-        if mtok is not None:
-            ok = present[:, -1]
-            np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
+        mx.add_candidates(p, w, present, self.k, tok, q, mtok)
         self._state = (p_lm, (w0, w, present, idx, tok, q, mtok))
         return p
 

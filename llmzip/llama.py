@@ -58,6 +58,14 @@ class LlamaConfig:
         )
 
 
+def ring_step(t: int, window: int, sinks: int, offset: int) -> tuple[bool, int, int]:
+    """For token t of every stream: (re-base first?, cache slot, valid slots after writing).
+    Shared by llama.py and exactllama.py: the same ring layout in both modes."""
+    rebase = t >= window and t - offset >= 2 * window
+    slot = t if t < window else sinks + (t - sinks) % (window - sinks)
+    return rebase, slot, min(t + 1, window)
+
+
 class KVCache:
     """Ring-buffer KV cache of all layers for B streams; see the module docstring."""
 
@@ -179,11 +187,10 @@ class Llama:
         b = tokens.shape[0]
         if b != cache.batch:
             raise ValueError(f"batch {b} != cache batch {cache.batch}")
-        t, W, sinks = cache.t, cache.window, cache.sinks
-        if t >= W and t - cache.offset >= 2 * W:
+        t = cache.t
+        rebase, slot, n_valid = ring_step(t, cache.window, cache.sinks, cache.offset)
+        if rebase:
             self._rebase(cache)
-        slot = t if t < W else sinks + (t - sinks) % (W - sinks)
-        n_valid = min(t + 1, W)
         cos, sin = self._rotary(t - cache.offset)
         H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
 

@@ -127,6 +127,24 @@ def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
+def add_candidates(p: np.ndarray, w: np.ndarray, present: np.ndarray, k: int,
+                   tok: np.ndarray | None, q: np.ndarray | None,
+                   mtok: np.ndarray | None) -> None:
+    """p [n, V] += each component's weight w [n, J] times its distribution, in place: the
+    n-gram followers (tok, q; first k components) then the match token. ``add.at`` adds in
+    index order, so the result is the same on every machine."""
+    n, V = p.shape
+    rows = np.arange(n)
+    flat = p.reshape(-1)
+    if tok is not None:
+        vals = w[:, :k, None] * q
+        ok = vals > 0
+        np.add.at(flat, (rows[:, None, None] * V + tok)[ok], vals[ok])
+    if mtok is not None:
+        ok = present[:, -1]
+        np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
+
+
 def candidates(mixer, n: int) -> tuple:
     """The components' predictions for the first n streams, for the linear mixture: which
     component has one (present [n, J]), its top token and own-confidence bucket ([n, J] each),
@@ -181,7 +199,7 @@ class ContextMixer:
     def mix(self, lm_logits: np.ndarray) -> np.ndarray:
         """lm_logits [n, V] -> probabilities float64 [n, V], each > 0, rows summing to 1."""
         x = np.array(lm_logits, dtype=np.float32)
-        n, V = x.shape
+        n = len(x)
         if self.bias is not None:
             self.bias.apply(x)
         inv = _softmax32(x)
@@ -208,14 +226,7 @@ class ContextMixer:
         w0 /= norm
 
         p = np.multiply(x, (w0 * inv)[:, None], dtype=np.float64)
-        flat = p.reshape(-1)
-        if tok is not None:
-            vals = w[:, : self.k, None] * q
-            ok = vals > 0
-            np.add.at(flat, (rows[:, None, None] * V + tok)[ok], vals[ok])
-        if mtok is not None:
-            ok = present[:, -1]
-            np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
+        add_candidates(p, w, present, self.k, tok, q, mtok)
         self._state = (x, inv, (w0, w, present, idx, tok, q, mtok))
         return p
 
