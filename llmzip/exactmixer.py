@@ -12,8 +12,9 @@ of integers or written out term by term in a fixed order (over components, n-gra
 streams), so no reduction order is left to a library. numpy's ``add.at`` adds in index order.
 
 The learning rules are mixer.py's and bias.py's: SGD of the gating table on the code length,
-and the bias step ``b -= lr * sum_i r_i (p_lm_i - onehot(y_i)) / n`` with LM responsibilities
-``r_i``. The geometric mixture (log1p, einsum) has no portable form: refused.
+and the bias step ``b -= lr * sum_i r_i (p_lm_i - onehot(y_i))`` (divided by n for files
+without ``bias_sum``) with LM responsibilities ``r_i``. The geometric mixture (log1p,
+einsum) has no portable form: refused.
 """
 
 from __future__ import annotations
@@ -142,9 +143,11 @@ class ExactMixer:
             g = p_lm[0] * r[0]
             for i in range(1, n):  # stream order: a fixed summation order
                 g = g + p_lm[i] * r[i]
-            b = self.b - g * (lr / n)
+            if not self.config.bias_sum:
+                lr = lr / n
+            b = self.b - g * lr
             for i in range(n):
-                b[y[i]] += r[i] * (lr / n)
+                b[y[i]] += r[i] * lr
             self.b = b.clamp_(-CLIP, CLIP)
         else:
             rr = torch.tensor(r, dtype=F64)[:, None]

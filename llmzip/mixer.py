@@ -82,10 +82,13 @@ class MixConfig:
     shared: bool = True  # statistics shared across the streams of a frame
     geometric: bool = False  # log-linear boosting of candidates, else the linear mixture
     ngram_order: int = 4  # n-gram orders 1..ngram_order
-    match_min: int = 4  # tokens hashed to find a match
+    match_min: int = 6  # tokens hashed to find a match
     table_bits: int = 20  # log2 rows per n-gram order and of the match table
-    bias_lr: float = 1.5  # float16 values, stored exactly; tuned in benchmarks/MIXING.md
-    mix_lr: float = 0.125
+    bias_lr: float = 0.125  # float16 values, stored exactly; tuned in benchmarks/MIXING.md
+    mix_lr: float = 0.25
+    # The shared bias takes a step of bias_lr per token (the sum over the streams) rather
+    # than per step (their mean). False in files made before this flag existed.
+    bias_sum: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.ngram_order <= 8:
@@ -104,7 +107,7 @@ class MixConfig:
 
     def to_bytes(self) -> bytes:
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
-                 | self.geometric << 4)
+                 | self.geometric << 4 | self.bias_sum << 5)
         return struct.pack(_CONFIG_FORMAT, _CONFIG_VERSION, flags, self.ngram_order,
                            self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
 
@@ -117,10 +120,11 @@ class MixConfig:
             _CONFIG_FORMAT, data)
         if version != _CONFIG_VERSION:
             raise ValueError(f"unknown mixer settings version {version}")
-        if flags >> 5:
+        if flags >> 6:
             raise ValueError("unknown mixer flags")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
-                   bool(flags & 16), order, match_min, bits, float(bias_lr), float(mix_lr))
+                   bool(flags & 16), order, match_min, bits, float(bias_lr), float(mix_lr),
+                   bool(flags & 32))
 
 
 def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -187,7 +191,8 @@ class ContextMixer:
         c = config
         self.ngram = (NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None)
         self.match = (Match(lengths, c.match_min, c.table_bits, c.shared) if c.match else None)
-        self.bias = Bias(vocab_size, c.bias_lr, None if c.shared else n) if c.bias else None
+        self.bias = (Bias(vocab_size, c.bias_lr, None if c.shared else n, c.bias_sum)
+                     if c.bias else None)
         self.k = c.ngram_order if c.ngram else 0
         self.n_comp = self.k + bool(c.match)
         self.W = np.zeros((self.n_comp, _TABLE))

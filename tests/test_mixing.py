@@ -149,6 +149,20 @@ def test_bias_moves_towards_observed_token():
     assert p[9] > 5 / V and np.argmax(p) == 9
 
 
+@pytest.mark.parametrize("per_token", [True, False])
+def test_shared_bias_step_is_per_token_or_per_step(per_token):
+    """per_token: 4 streams seeing the same token move b 4x as far as one stream does;
+    otherwise (files made before the flag) as far: the step is their mean."""
+    moved = []
+    for n in (1, 4):
+        bias = Bias(V, lr=0.01, per_token=per_token)
+        e = np.ones((n, V), dtype=np.float32)
+        bias.update(e, np.full(n, 1.0 / V), np.full(n, 9), np.ones(n))
+        moved.append(bias.b[9])
+    assert moved[0] > 0
+    assert moved[1] == pytest.approx(moved[0] * (4 if per_token else 1), rel=1e-6)
+
+
 @pytest.mark.parametrize("config", [
     MixConfig(), GEOMETRIC, dataclasses.replace(MixConfig(), shared=False)])
 def test_identical_runs_are_bit_identical_with_streams_dropping_out(config):
@@ -180,11 +194,11 @@ _halves = st.integers(0, 0x7BFF).map(
 
 @given(ngram=st.booleans(), match=st.booleans(), bias=st.booleans(), shared=st.booleans(),
        geometric=st.booleans(), order=st.integers(1, 8), match_min=st.integers(1, 32),
-       bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves)
+       bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans())
 def test_config_bytes_roundtrip(ngram, match, bias, shared, geometric, order, match_min, bits,
-                                bias_lr, mix_lr):
+                                bias_lr, mix_lr, bias_sum):
     config = MixConfig(ngram, match, bias, shared, geometric, order, match_min, bits,
-                       bias_lr, mix_lr)
+                       bias_lr, mix_lr, bias_sum)
     data = config.to_bytes()
     assert len(data) <= 12
     assert MixConfig.from_bytes(data) == config
@@ -198,7 +212,7 @@ def test_default_config_roundtrip():
 @pytest.mark.parametrize("data", [
     b"", b"\x01", MixConfig().to_bytes() + b"\x00", MixConfig().to_bytes()[:-1],
     b"\x02" + MixConfig().to_bytes()[1:],  # unknown version
-    b"\x01\x20" + MixConfig().to_bytes()[2:],  # unknown flag
+    b"\x01\x40" + MixConfig().to_bytes()[2:],  # unknown flag
     b"\x01\x0f\x00" + MixConfig().to_bytes()[3:],  # n-gram order 0
     b"\x01\x0f\x09" + MixConfig().to_bytes()[3:],  # n-gram order 9
     MixConfig().to_bytes()[:3] + b"\x00" + MixConfig().to_bytes()[4:],  # match length 0

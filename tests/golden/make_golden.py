@@ -1,8 +1,9 @@
 """Writes golden .llmz files of the current format version with the tiny test model.
 
-    python tests/golden/make_golden.py
+    python tests/golden/make_golden.py [NAME ...]
 
-Run once per format version: the files of older versions stay, and test_golden.py decodes
+Run once per format version, and for a new case (by NAME) when a format feature is added
+within a version: the files already committed stay as they are, and test_golden.py decodes
 every one of them, so a change that breaks old files cannot land unnoticed.
 """
 
@@ -26,6 +27,9 @@ CASES = {
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}),
     "empty": (b"", {}),
     "portable": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
+    # Mixer flag bias_sum (the bias steps per token): the two files above predate it.
+    "bias-sum": (CORPUS.encode() * 2, {"streams": 3}),
+    "portable-bias-sum": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
 }
 
 
@@ -33,7 +37,9 @@ def main() -> None:
     model = str(build_model_dir(Path(tempfile.mkdtemp()) / "tiny"))
     out = HERE / f"v{fmt.FORMAT_VERSION}"
     out.mkdir(exist_ok=True)
-    for name, (data, extra) in CASES.items():
+    names = sys.argv[1:] or list(CASES)
+    for name in names:
+        data, extra = CASES[name]
         (out / f"{name}.orig").write_bytes(data)
         (out / f"{name}.llmz").write_bytes(llmzip.compress(data, model=model,
                                                            **SETTINGS, **extra))
