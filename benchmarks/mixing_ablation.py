@@ -4,12 +4,12 @@
         [--configs lm,ngram,match,bias,all,unshared] [--set field=value ...]
 
 DIR/NAME.tokens.npy (int32 [N]) and DIR/NAME.logits.npy (float16 [N, V], logits[i] predicts
-tokens[i], single-stream sliding window) are made by benchmarks/dump_logits.py. The token
-sequence is split into S contiguous segments stepped in lockstep as the codec does (n drops as
-short streams finish); the recorded logits keep their single-stream context, so this measures
-the mixer, not the cost of splitting. Prints a markdown table: bits per byte (sum of
--log2 p(token) over the bytes) and the mixer's time per step (mix + update, logits already in
-memory as float32).
+tokens[i]) are made by benchmarks/dump_logits.py (single-stream sliding window: measures the
+mixer, not the cost of splitting) or benchmarks/record_logits.py (the compressor's own
+lockstep streams: give it the same --streams). The token sequence is split into S contiguous
+segments stepped in lockstep as the codec does (n drops as short streams finish). Prints a
+markdown table: bits per byte (sum of -log2 p(token) over the bytes) and the mixer's time per
+step (mix + update, logits already in memory as float32).
 """
 
 from __future__ import annotations
