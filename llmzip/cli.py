@@ -2,7 +2,8 @@
 codec.py.
 
 Exit codes: 0 success, 1 error (corrupt input, checksum, model mismatch, I/O), 2 usage,
-130 interrupted. Data goes to stdout only; messages and the progress bar go to stderr.
+128 + the signal's number when interrupted (130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+Data goes to stdout only; messages and the progress bar go to stderr.
 """
 
 from __future__ import annotations
