@@ -18,6 +18,11 @@ import numpy as np
 CLIP = 8.0
 
 
+def shared_step(lr: float, n: int, per_token: bool) -> float:
+    """The shared bias's step size for a lockstep step of n streams (both numeric modes)."""
+    return lr if per_token else lr / n
+
+
 class Bias:
     def __init__(self, vocab_size: int, lr: float, streams: int | None = None,
                  per_token: bool = True) -> None:
@@ -37,7 +42,7 @@ class Bias:
         """e [n, V] float32 with p_lm = e * scale[:, None]; resp [n] the LM responsibilities."""
         n = len(tokens)
         if self.b.ndim == 1:
-            lr = self.lr if self.per_token else self.lr / n
+            lr = shared_step(self.lr, n, self.per_token)
             c = (resp * scale * lr).astype(np.float32)
             self.b -= np.einsum("i,ij->j", c, e)
             np.add.at(self.b, tokens, resp * lr)

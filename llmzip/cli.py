@@ -109,7 +109,7 @@ def _run(job: Callable[[], None]) -> None:
     except LlmzipError as e:
         click.echo(f"llmzip: {e}", err=True)
         sys.exit(1)
-    except (KeyboardInterrupt, files.Terminated):
+    except KeyboardInterrupt:  # only where the handlers could not be installed
         files.remove_temporaries()
         click.echo("llmzip: interrupted", err=True)
         sys.exit(130)

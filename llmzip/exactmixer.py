@@ -26,7 +26,7 @@ import torch
 
 from llmzip import exactmath as xm
 from llmzip import mixer as mx
-from llmzip.bias import CLIP
+from llmzip.bias import CLIP, shared_step
 from llmzip.match import Match
 from llmzip.mixer import MixConfig
 from llmzip.ngram import SLOTS, NGram
@@ -143,8 +143,7 @@ class ExactMixer:
             g = p_lm[0] * r[0]
             for i in range(1, n):  # stream order: a fixed summation order
                 g = g + p_lm[i] * r[i]
-            if not self.config.bias_sum:
-                lr = lr / n
+            lr = shared_step(lr, n, self.config.bias_sum)
             b = self.b - g * lr
             for i in range(n):
                 b[y[i]] += r[i] * lr

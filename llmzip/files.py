@@ -24,11 +24,6 @@ SUFFIX = ".llmz"
 _TEMPORARIES: set[str] = set()
 
 
-class Terminated(Exception):
-    """A termination signal arrived where no handler could be installed (not the main
-    thread); unwinds like Ctrl-C so that cleanup runs."""
-
-
 def _on_signal(signum, frame) -> None:  # pragma: no cover - exercised in subprocess tests
     """Remove the temporaries, say so, and exit at once (128 + signal number).
 
