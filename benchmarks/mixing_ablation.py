@@ -1,13 +1,14 @@
 """Ablation of the context mixer on recorded LM logits (no LM run, no coder: ideal code length).
 
-    python benchmarks/mixing_ablation.py DIR NAME BYTES [--streams S] [--limit N]
+    python benchmarks/mixing_ablation.py DIR NAME BYTES [--streams S] [--prime P] [--limit N]
         [--configs lm,ngram,match,bias,all,unshared] [--set field=value ...]
 
 DIR/NAME.tokens.npy (int32 [N]) and DIR/NAME.logits.npy (float16 [N, V], logits[i] predicts
 tokens[i]) are made by benchmarks/dump_logits.py (single-stream sliding window: measures the
 mixer, not the cost of splitting) or benchmarks/record_logits.py (the compressor's own
-lockstep streams: give it the same --streams). The token sequence is split into S contiguous
-segments stepped in lockstep as the codec does (n drops as short streams finish). Prints a
+lockstep streams: give it the same --streams and --prime). The token sequence is split into S
+contiguous segments stepped in lockstep as the codec does (stream 0 alone for the first P
+steps, then all; n drops as short streams finish). Prints a
 markdown table: bits per byte (sum of -log2 p(token) over the bytes) and the mixer's time per
 step (mix + update, logits already in memory as float32).
 """
@@ -20,26 +21,23 @@ import time
 
 import numpy as np
 
+from llmzip.codec import segment_lengths
 from llmzip.mixer import ContextMixer, MixConfig
+from llmzip.predictor import stream_starts
 
 
-def segments(n_tokens: int, streams: int) -> list[int]:
-    """Non-increasing segment lengths, as llmzip.codec.segment_lengths."""
-    q, r = divmod(n_tokens, streams)
-    return [q + 1] * r + [q] * (streams - r)
-
-
-def run(tokens: np.ndarray, logits: np.ndarray, lengths: list[int],
+def run(tokens: np.ndarray, logits: np.ndarray, lengths: list[int], prime: int,
         config: MixConfig) -> tuple[float, float]:
     """Total code length in bits and mean mixer seconds per step."""
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    active = np.asarray(lengths)
-    mixer = ContextMixer(logits.shape[1], lengths, config)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # token index of each segment
+    starts = stream_starts(lengths, prime)  # step of each stream's first token
+    ends = starts + np.asarray(lengths)
+    mixer = ContextMixer(logits.shape[1], lengths, config, starts)
     bits = 0.0
     spent = 0.0
     for t in range(lengths[0]):
-        n = int(np.count_nonzero(active > t))
-        idx = starts[:n] + t
+        n = int(np.count_nonzero((starts <= t) & (t < ends)))
+        idx = first[:n] + t - starts[:n]
         lg = np.asarray(logits[idx], dtype=np.float32)
         y = tokens[idx].astype(np.int64)
         t0 = time.perf_counter()
@@ -70,6 +68,7 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("bytes", type=int, help="size of the original text")
     ap.add_argument("--streams", type=int, default=10)
+    ap.add_argument("--prime", type=int, default=0, help="as llmzip's --prime [0]")
     ap.add_argument("--limit", type=int, help="only the first N tokens")
     ap.add_argument("--configs", default="lm,ngram,match,bias,all,unshared")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -88,14 +87,14 @@ def main() -> None:
         base = dataclasses.replace(base, **{field: kind(eval(value)) if kind is bool
                                             else kind(value)})
     table = configs(base)
-    lengths = segments(len(tokens), args.streams)
+    lengths = segment_lengths(len(tokens), args.streams, args.prime)
     print(f"{args.name}: {len(tokens)} tokens, {nbytes} bytes, {len(lengths)} streams, "
-          f"{base}")
+          f"prime {args.prime}, {base}")
     print("| config | bits/byte | vs LM | mixer ms/step |")
     print("| --- | --- | --- | --- |")
     lm_bits = None
     for name in args.configs.split(","):
-        bits, per_step = run(tokens, logits, lengths, table[name])
+        bits, per_step = run(tokens, logits, lengths, args.prime, table[name])
         if name == "lm":
             lm_bits = bits
         rel = f"{100 * (bits / lm_bits - 1):+.1f}%" if lm_bits else "-"

@@ -1,13 +1,14 @@
 """Record the LM logits that compression really computes, for tuning the mixer offline.
 
     python benchmarks/record_logits.py FILE NAME [--bytes N] [--streams S] [--context W]
-        [--out DIR]
+        [--prime P] [--out DIR]
 
 Unlike dump_logits.py (one stream, full-sequence windows), this runs the codec's own lockstep
 loop: the input is tokenized and split into streams exactly as `llmzip compress` does with the
-same settings (one frame: the input must fit in one), and every stream starts cold. The logits
-of stream s at step t are stored at position start(s) + t, so
-`mixing_ablation.py DIR NAME BYTES --streams S` replays exactly the compressor's LM
+same settings (one frame: the input must fit in one), with the compressor's own Predictor
+(priming included). The logits of a stream's j-th token are stored at the position of that
+token in the file, so `mixing_ablation.py DIR NAME BYTES --streams S --prime P` replays
+exactly the compressor's LM
 predictions: its "lm" row is the LM alone at these settings, and its "all" row is the
 compressed size at these settings minus the container and the coder's overhead.
 
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 
 from llmzip import codec
+from llmzip.mixer import MixConfig
 from llmzip.numerics import numerics_for
+from llmzip.predictor import Predictor
 
 
 def main() -> None:
@@ -34,33 +37,34 @@ def main() -> None:
     ap.add_argument("--bytes", type=int)
     ap.add_argument("--streams", type=int)
     ap.add_argument("--context", type=int, default=codec.DEFAULT_WINDOW)
+    ap.add_argument("--prime", type=int, default=codec.DEFAULT_PRIME)
     ap.add_argument("--out", default="/tmp/llmzip_steplogits")
     args = ap.parse_args()
     data = Path(args.file).read_bytes()[: args.bytes]
-    settings = codec.Settings(streams=args.streams, window=args.context)
+    settings = codec.Settings(streams=args.streams, window=args.context, prime=args.prime)
     if len(data) > settings.frame_size:
         raise SystemExit("the input must fit in one frame")
     numerics = numerics_for(settings)
     model = numerics.load_model(None)
     ids = model.tokens.encode(data).astype(np.int64)
-    lengths = codec.segment_lengths(len(ids), settings.streams)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    lengths = codec.segment_lengths(len(ids), settings.streams, settings.prime)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # token index of each segment
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / f"{args.name}.tokens.npy", ids.astype(np.int32))
     logits = np.lib.format.open_memmap(out / f"{args.name}.logits.npy", mode="w+",
                                        dtype=np.float16, shape=(len(ids), model.vocab_size))
-    cache = model.llama.new_cache(len(lengths), settings.window, settings.sinks)
-    inputs = torch.full((len(lengths),), model.start_token, dtype=torch.int64)
+    # LM alone: the mixer's softmax is the only work besides the model step.
+    predictor = Predictor(model, lengths, settings.window, settings.sinks, MixConfig.lm_only(),
+                          settings.prime)
     begin = time.time()
     for t in range(lengths[0]):
-        n = int(np.count_nonzero(np.asarray(lengths) > t))
-        if n < cache.batch:
-            cache.shrink(n)
-            inputs = inputs[:n]
-        idx = starts[:n] + t
-        logits[idx] = model.llama.step(cache, inputs).float().cpu().numpy().astype(np.float16)
-        inputs = torch.from_numpy(ids[idx])
+        lg = predictor.logits()
+        n = lg.shape[0]
+        idx = first[:n] + t - predictor.starts[:n]
+        logits[idx] = lg.float().cpu().numpy().astype(np.float16)
+        predictor.mixer.mix(lg.float().cpu().numpy())
+        predictor.observe(ids[idx])
         if t % 100 == 0:
             print(f"step {t}/{lengths[0]}, {time.time() - begin:.0f} s", flush=True)
     logits.flush()
@@ -69,6 +73,7 @@ def main() -> None:
         lp = torch.log_softmax(torch.from_numpy(np.asarray(logits[i : i + 2048], np.float32)), -1)
         bits -= float(lp[torch.arange(lp.shape[0]), torch.from_numpy(ids[i : i + 2048])].sum())
     print(f"{args.name}: {len(ids)} tokens, {len(lengths)} streams, window {settings.window}, "
+          f"prime {settings.prime}, "
           f"{numerics.dtype_name}: LM alone {bits / np.log(2) / len(data):.4f} bits/byte")
 
 

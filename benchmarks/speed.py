@@ -34,7 +34,7 @@ def main() -> None:
     numerics = numerics_for(settings)
     model = numerics.load_model(None)
     tokens = model.tokens.encode(data)
-    lengths = codec.segment_lengths(len(tokens), settings.streams)
+    lengths = codec.segment_lengths(len(tokens), settings.streams, settings.prime)
     batch = len(lengths)
 
     cache = model.llama.new_cache(batch, settings.window, settings.sinks)

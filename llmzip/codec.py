@@ -22,12 +22,13 @@ from llmzip.errors import ChecksumError, FormatError, MismatchError
 from llmzip.exactllama import MAX_WINDOW as EXACT_MAX_WINDOW
 from llmzip.mixer import MixConfig
 from llmzip.numerics import Numerics, numerics_for
-from llmzip.predictor import Predictor
+from llmzip.predictor import Predictor, stream_starts
 
 DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
 DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
 MIN_SEGMENT_TOKENS = 1024  # auto streams: segments at least this long
+DEFAULT_PRIME = 128  # steps stream 0 runs alone to give the other streams a context (RESULTS.md)
 MAX_AUTO_STREAMS = 64  # auto streams: more gives little speed on CPU and costs KV memory
 BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: store it without the model
 
@@ -42,6 +43,7 @@ class Settings:
     streams: int | None = None  # None: automatic (segments of >= MIN_SEGMENT_TOKENS)
     window: int = DEFAULT_WINDOW
     sinks: int = DEFAULT_SINKS
+    prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
     dtype: str = "auto"  # "portable": exact everywhere (exactllama.py), else machine-bound
     device: str = "cpu"
     threads: int | None = None
@@ -53,6 +55,8 @@ class Settings:
             raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
         if not 0 <= self.sinks < self.window <= fmt.MAX_WINDOW or self.window < 8:
             raise ValueError(f"window must be in 8..{fmt.MAX_WINDOW} and larger than sinks")
+        if not 0 <= self.prime <= fmt.MAX_WINDOW:
+            raise ValueError(f"prime must be in 0..{fmt.MAX_WINDOW}")
         if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
         if self.dtype == "portable":
@@ -74,19 +78,22 @@ class Stats:
     streams: list[int] = field(default_factory=list)
 
 
-def segment_lengths(n_tokens: int, streams: int | None) -> list[int]:
-    """Split n tokens into non-increasing segment lengths (first ones one longer)."""
+def segment_lengths(n_tokens: int, streams: int | None, prime: int = 0) -> list[int]:
+    """Split n tokens into contiguous segments, one per stream: non-increasing lengths, the
+    first ones one longer, and with more than one stream the first ``prime`` tokens more
+    (stream 0 runs alone for ``prime`` steps; predictor.py). Fewer streams when the tokens
+    after the prime do not give each stream one."""
     if streams is None:
         streams = min(MAX_AUTO_STREAMS, max(1, n_tokens // MIN_SEGMENT_TOKENS))
-    streams = max(1, min(streams, n_tokens))
-    q, r = divmod(n_tokens, streams)
-    return [q + 1] * r + [q] * (streams - r)
+    streams = max(1, min(streams, n_tokens - prime))
+    return list(fmt.even_lengths(n_tokens, streams, prime))
 
 
 def _run_frame(predictor: Predictor, lengths: list[int],
                code: Callable[[int, np.ndarray], np.ndarray],
                progress: Callable[[int], None] | None = None) -> None:
-    """The shared encode/decode loop: step, code one token per active stream, observe."""
+    """The shared encode/decode loop: step, code one token per active stream, observe.
+    Stream 0 starts first and ends last, so the frame takes ``lengths[0]`` steps."""
     for t in range(lengths[0]):
         probs = predictor.step()
         predictor.observe(code(t, probs))
@@ -132,7 +139,7 @@ class _FrameEncoder:
         section = fmt.ModelSection(
             self.model.fingerprint, self.numerics.dtype_name, self.numerics.device_kind,
             self.numerics.threads, self.numerics.env_fingerprint(), s.window, s.sinks,
-            s.mix.to_bytes(),
+            s.mix.to_bytes(), s.prime,
         )
         return fmt.Header(s.frame_size, section, portable=self.numerics.portable)
 
@@ -144,12 +151,14 @@ class _FrameEncoder:
             if progress:
                 progress(len(data))
             return stored
-        lengths = segment_lengths(len(tokens), self.settings.streams)
+        s = self.settings
+        lengths = segment_lengths(len(tokens), s.streams, s.prime)
+        starts = stream_starts(lengths, s.prime)
         table = np.zeros((len(lengths), lengths[0]), dtype=np.int64)  # [streams, steps]
-        start = 0
+        at = 0
         for i, n in enumerate(lengths):
-            table[i, :n] = tokens[start : start + n]
-            start += n
+            table[i, starts[i] : starts[i] + n] = tokens[at : at + n]
+            at += n
         encoder = Encoder()
 
         def code(t: int, probs: np.ndarray) -> np.ndarray:
@@ -157,11 +166,10 @@ class _FrameEncoder:
             encoder.encode(symbols, probs)
             return symbols
 
-        predictor = Predictor(self.model, lengths, self.settings.window, self.settings.sinks,
-                              self.settings.mix)
+        predictor = Predictor(self.model, lengths, s.window, s.sinks, s.mix, s.prime)
         _run_frame(predictor, lengths, code, _frame_progress(progress, len(data), lengths[0]))
         frame = fmt.CodedFrame(len(data), crc, tuple(lengths), encoder.finish())
-        if len(fmt.frame_bytes(frame)) >= len(fmt.frame_bytes(stored)):
+        if len(fmt.frame_bytes(frame, s.prime)) >= len(fmt.frame_bytes(stored)):
             return stored
         stats.tokens += len(tokens)
         stats.streams.append(len(lengths))
@@ -182,7 +190,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
     total_crc = 0
     for chunk in _read_chunks(src, settings.frame_size):
         frame = enc.encode(chunk, stats, progress)
-        out = fmt.frame_bytes(frame)
+        out = fmt.frame_bytes(frame, settings.prime)
         dst.write(out)
         dst.flush()  # a pipe's reader gets each frame as soon as it is done
         stats.input_bytes += len(chunk)
@@ -250,7 +258,12 @@ class _FrameDecoder:
         section = self.header.model
         assert section is not None and self._mix is not None
         lengths = list(frame.tokens)
-        table = np.zeros((len(lengths), lengths[0]), dtype=np.int64)
+        try:
+            starts = stream_starts(lengths, section.prime)
+        except ValueError:
+            raise FormatError(f"corrupt file: frame {index}: stream token counts do not fit "
+                              "the header") from None
+        table = np.zeros((len(lengths), lengths[0]), dtype=np.int64)  # [streams, steps]
         try:
             decoder = Decoder(frame.payload)
         except ValueError as e:
@@ -264,9 +277,11 @@ class _FrameDecoder:
             table[: probs.shape[0], t] = symbols
             return symbols
 
-        predictor = Predictor(model, lengths, section.window, section.sinks, self._mix)
+        predictor = Predictor(model, lengths, section.window, section.sinks, self._mix,
+                              section.prime)
         _run_frame(predictor, lengths, code, _frame_progress(progress, frame.length, lengths[0]))
-        tokens = np.concatenate([table[i, :n] for i, n in enumerate(lengths)])
+        tokens = np.concatenate([table[i, a : a + n] for i, (a, n) in enumerate(zip(starts,
+                                                                                  lengths))])
         try:
             data = model.tokens.decode(tokens)
         except ValueError:

@@ -5,16 +5,22 @@ little-endian.
 
     header  = "LLMZ" version:u8 flags:u8 [model] frame_size:varint
     model   = fingerprint:8 dtype:u8 device:u8 threads:u8 env:4 window:varint sinks:u8
-              mix_len:u8 mix
+              prime:varint mix_len:u8 mix                 (version 1: no prime field)
     frame   = kind:u8 ...
       stored: kind=1 length:varint crc32:4 bytes[length]
       coded:  kind=2 length:varint crc32:4 streams:varint tokens:varint*streams
               payload_len:varint payload[payload_len]
+      even:   kind=3 length:varint crc32:4 streams:varint total_tokens:varint
+              payload_len:varint payload[payload_len]      (version 2; tokens per stream
+              are even_lengths(total_tokens, streams, prime): the usual split, in 2 bytes
+              instead of ~2 per stream)
       end:    kind=0 total_length:varint crc32_total:4
 
 ``flags`` bit 0: a model section follows (files of stored frames only may omit it);
 bit 1: portable numerics (then, and only then, dtype is "portable"; exactllama.py).
-Token counts per stream are non-increasing. Every frame carries the
+Token counts per stream are non-increasing. In a frame of more than one stream with
+``prime`` > 0, stream 0 starts alone and the others join ``prime`` steps later (codec.py), so
+stream 0 holds at least ``prime`` more tokens than stream 1. Every frame carries the
 CRC-32 of its original bytes, the end record the length and CRC-32 of the whole original, so
 corruption is reported with the frame where it happened and truncation is always detected.
 
@@ -31,7 +37,8 @@ from typing import BinaryIO
 from llmzip.errors import FormatError
 
 MAGIC = b"LLMZ"
-FORMAT_VERSION = 1  # bump on any change of the layout or of what the decoder computes
+FORMAT_VERSION = 2  # bump on any change of the layout or of what the decoder computes
+# Version 2 added the model section's prime field (version 1 files decode with prime 0).
 MAX_FRAME_SIZE = 1 << 28  # 256 MiB: the largest frame a decoder agrees to hold in memory
 MAX_STREAMS = 4096
 MAX_WINDOW = 1 << 20
@@ -39,9 +46,23 @@ MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2
 
-KIND_END, KIND_STORED, KIND_CODED = 0, 1, 2
+KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN = 0, 1, 2, 3
 DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")  # see numerics.py
 DEVICES = ("cpu", "cuda")
+
+
+def even_lengths(total: int, streams: int, prime: int) -> tuple[int, ...]:
+    """Tokens per stream of the usual split: ``total - prime`` tokens in ``streams`` parts
+    as equal as possible (the first ones one longer), plus ``prime`` for stream 0 when there
+    is more than one stream. ValueError unless every stream gets a token."""
+    if streams < 1 or total < streams or (streams > 1 and total - prime < streams):
+        raise ValueError("too few tokens for the streams")
+    if streams == 1:
+        return (total,)
+    q, r = divmod(total - prime, streams)
+    lengths = [q + 1] * r + [q] * (streams - r)
+    lengths[0] += prime
+    return tuple(lengths)
 
 
 def write_varint(value: int) -> bytes:
@@ -100,6 +121,7 @@ class ModelSection:
     window: int
     sinks: int
     mix: bytes  # MixConfig.to_bytes()
+    prime: int = 0  # steps stream 0 runs alone before the others join (codec.py)
 
 
 @dataclass(frozen=True)
@@ -119,7 +141,8 @@ class Header:
                 raise ValueError("bad model section")
             out += m.fingerprint
             out += bytes([DTYPES.index(m.dtype), DEVICES.index(m.device), m.threads])
-            out += m.env + write_varint(m.window) + bytes([m.sinks, len(m.mix)]) + m.mix
+            out += m.env + write_varint(m.window) + bytes([m.sinks]) + write_varint(m.prime)
+            out += bytes([len(m.mix)]) + m.mix
         out += write_varint(self.frame_size)
         return bytes(out)
 
@@ -151,11 +174,12 @@ class Header:
             sinks = r.u8()
             if not 0 <= sinks < window:
                 raise FormatError("corrupt file: bad window")
+            prime = r.varint(MAX_WINDOW, "prime") if version >= 2 else 0
             mix = r.bytes(r.u8())
             if (DTYPES[dtype] == "portable") != bool(flags & FLAG_PORTABLE):
                 raise FormatError("corrupt file: the portable flag and the dtype disagree")
             model = ModelSection(fingerprint, DTYPES[dtype], DEVICES[device], threads, env,
-                                 window, sinks, mix)
+                                 window, sinks, mix, prime)
         frame_size = r.varint(MAX_FRAME_SIZE, "frame size")
         if frame_size == 0:
             raise FormatError("corrupt file: frame size 0")
@@ -185,15 +209,22 @@ class End:
 Frame = StoredFrame | CodedFrame | End
 
 
-def frame_bytes(frame: Frame) -> bytes:
+def frame_bytes(frame: Frame, prime: int = 0) -> bytes:
+    """A frame's bytes; a coded frame whose streams follow the usual split (``prime``: the
+    header's) is written as an even frame."""
     if isinstance(frame, End):
         return bytes([KIND_END]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
     if isinstance(frame, StoredFrame):
         return (bytes([KIND_STORED]) + write_varint(len(frame.data))
                 + struct.pack("<I", frame.crc) + frame.data)
-    out = bytearray([KIND_CODED]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
-    out += write_varint(len(frame.tokens))
-    for n in frame.tokens:
+    total, streams = sum(frame.tokens), len(frame.tokens)
+    try:
+        even = even_lengths(total, streams, prime) == frame.tokens
+    except ValueError:
+        even = False
+    out = bytearray([KIND_EVEN if even else KIND_CODED]) + write_varint(frame.length)
+    out += struct.pack("<I", frame.crc) + write_varint(streams)
+    for n in (total,) if even else frame.tokens:
         out += write_varint(n)
     return bytes(out + write_varint(len(frame.payload)) + frame.payload)
 
@@ -208,13 +239,20 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
         n = r.varint(header.frame_size, "frame length")
         crc = r.u32()
         return StoredFrame(r.bytes(n), crc)
-    if kind != KIND_CODED or header.model is None:
+    if kind not in (KIND_CODED, KIND_EVEN) or header.model is None or (
+            kind == KIND_EVEN and header.version < 2):
         raise FormatError(f"corrupt file: unknown frame kind {kind}")
     length = r.varint(header.frame_size, "frame length")
     crc = r.u32()
     streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
     most = MAX_TOKENS_PER_BYTE * length
-    tokens = tuple(r.varint(most, "token count") for _ in range(streams))
+    if kind == KIND_EVEN:
+        try:
+            tokens = even_lengths(r.varint(most, "token count"), streams, header.model.prime)
+        except ValueError:
+            raise FormatError("corrupt file: token counts do not fit the streams") from None
+    else:
+        tokens = tuple(r.varint(most, "token count") for _ in range(streams))
     if streams == 0 or sum(tokens) > most or sum(tokens) == 0:
         raise FormatError("corrupt file: token counts do not fit the frame length")
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:

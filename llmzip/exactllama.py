@@ -16,8 +16,8 @@ How (exactmath.py has the primitives):
 The ring-buffer cache, sinks and re-basing are those of llama.py.
 
 Invariant (losslessness, everywhere): the logits of a step are a pure function of the weights
-and the sequence of ``step``/``shrink`` calls; batch position and size do not matter either,
-since every operation is row-wise or exact.
+and the sequence of ``step``/``shrink``/``grow`` calls; batch position and size do not matter
+either, since every operation is row-wise or exact.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from llmzip import exactmath as xm
-from llmzip.llama import LlamaConfig, ring_step
+from llmzip.llama import LlamaConfig, grown, ring_step
 
 F64 = torch.float64
 WEIGHT_BITS = 15
@@ -86,6 +86,11 @@ class ExactKVCache:
     def shrink(self, n: int) -> None:
         self.k, self.v = self.k[:, :n], self.v[:, :n]
         self.k_scale, self.v_scale = self.k_scale[:, :n], self.v_scale[:, :n]
+
+    def grow(self, n: int) -> None:
+        """Streams [batch, n) join as exact copies of stream 0."""
+        self.k, self.v = grown(self.k, n), grown(self.v, n)
+        self.k_scale, self.v_scale = grown(self.k_scale, n), grown(self.v_scale, n)
 
 
 class ExactLlama:

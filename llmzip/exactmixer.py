@@ -50,7 +50,8 @@ def _sum_columns(a: np.ndarray) -> np.ndarray:
 class ExactMixer:
     """Same calling pattern as mixer.ContextMixer: ``mix`` then ``update``, once per step."""
 
-    def __init__(self, vocab_size: int, lengths: Sequence[int], config: MixConfig) -> None:
+    def __init__(self, vocab_size: int, lengths: Sequence[int], config: MixConfig,
+                 starts: Sequence[int] | None = None) -> None:
         if config.geometric:
             raise ValueError("the portable mode has no geometric mixture")
         if vocab_size >= 1 << (52 - FREQ_BITS):
@@ -60,7 +61,8 @@ class ExactMixer:
         self.vocab_size = vocab_size
         n = len(lengths)
         self.ngram = NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None
-        self.match = Match(lengths, c.match_min, c.table_bits, c.shared) if c.match else None
+        self.match = (Match(lengths, c.match_min, c.table_bits, c.shared, starts)
+                      if c.match else None)
         self.k = c.ngram_order if c.ngram else 0
         self.n_comp = self.k + bool(c.match)
         self.W = np.zeros((self.n_comp, mx._TABLE))

@@ -21,7 +21,8 @@ def describe(f: BinaryIO, name: str) -> str:
             f"numeric env {m.env.hex()} (machine-bound: fast mode)"
         )
     if m:
-        lines.append(f"  window {m.window} tokens ({m.sinks} sinks), mixer {m.mix.hex() or '-'}")
+        lines.append(f"  window {m.window} tokens ({m.sinks} sinks), prime {m.prime} tokens, "
+                     f"mixer {m.mix.hex() or '-'}")
     coded = stored = packed = 0
     tokens = 0
     index = 0

@@ -9,8 +9,8 @@ position differences, the cache is re-based every W steps by rotating the rollin
 positions (one pass over the cache), so positions stay below 2W.
 
 Invariant (losslessness): the logits of a step are a pure function of the weights, the dtype,
-the device, the numeric environment and the sequence of ``step``/``shrink`` calls with their
-batch shapes. The encoder and decoder make the very same calls.
+the device, the numeric environment and the sequence of ``step``/``shrink``/``grow`` calls with
+their batch shapes. The encoder and decoder make the very same calls.
 """
 
 from __future__ import annotations
@@ -89,6 +89,17 @@ class KVCache:
         """Keep streams [0, n) only (finished streams drop out of the batch)."""
         self.k = self.k[:, :n]
         self.v = self.v[:, :n]
+
+    def grow(self, n: int) -> None:
+        """Streams [batch, n) join as exact copies of stream 0 (its context, its positions)."""
+        self.k = grown(self.k, n)
+        self.v = grown(self.v, n)
+
+
+def grown(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x [L, B, ...] with rows B..n-1 of dimension 1 copied from row 0 (bit-exact copies)."""
+    extra = x[:, :1].expand(-1, n - x.shape[1], *x.shape[2:])
+    return torch.cat([x, extra], dim=1)
 
 
 class Llama:

@@ -180,17 +180,20 @@ def candidates(mixer, n: int) -> tuple:
 class ContextMixer:
     """Combines the LM with the adaptive components for the streams of one frame.
 
-    Call ``mix`` then ``update`` once per step, with the active streams (a prefix that never
-    grows); the encoder and the decoder make the same calls in the same order.
+    Call ``mix`` then ``update`` once per step, with the active streams (always a prefix of
+    the streams: stream i takes part from step ``starts[i]`` to ``starts[i] + lengths[i]``);
+    the encoder and the decoder make the same calls in the same order.
     """
 
-    def __init__(self, vocab_size: int, lengths: Sequence[int], config: MixConfig) -> None:
+    def __init__(self, vocab_size: int, lengths: Sequence[int], config: MixConfig,
+                 starts: Sequence[int] | None = None) -> None:
         self.config = config
         self.vocab_size = vocab_size
         n = len(lengths)
         c = config
         self.ngram = (NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None)
-        self.match = (Match(lengths, c.match_min, c.table_bits, c.shared) if c.match else None)
+        self.match = (Match(lengths, c.match_min, c.table_bits, c.shared, starts)
+                      if c.match else None)
         self.bias = (Bias(vocab_size, c.bias_lr, None if c.shared else n, c.bias_sum)
                      if c.bias else None)
         self.k = c.ngram_order if c.ngram else 0

@@ -23,6 +23,10 @@ _SETTINGS_OPTIONS = [
     click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
                  default=codec.DEFAULT_WINDOW, show_default=True,
                  help="Context window (tokens)."),
+    click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
+                 default=codec.DEFAULT_PRIME, show_default=True,
+                 help="Tokens the first stream codes alone before the others start from its "
+                 "context (0: every stream starts cold)."),
     click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed",
                                               "portable"]),
                  default="auto", show_default=True, help="Model compute dtype."),
@@ -50,7 +54,7 @@ def settings_options(f: Callable) -> Callable:
     return f
 
 
-def settings_from(model: str | None, streams: int | None, window: int, dtype: str,
+def settings_from(model: str | None, streams: int | None, window: int, prime: int, dtype: str,
                   portable: bool, device: str, threads: int | None, frame_size: int,
                   no_ngram: bool, no_match: bool, no_bias: bool) -> codec.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError."""
@@ -62,7 +66,8 @@ def settings_from(model: str | None, streams: int | None, window: int, dtype: st
     mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
                               match=mix.match and not no_match, bias=mix.bias and not no_bias)
     try:
-        return codec.Settings(model=model, streams=streams, window=window, dtype=dtype,
+        return codec.Settings(model=model, streams=streams, window=window, prime=prime,
+                              dtype=dtype,
                               device=device, threads=threads, frame_size=frame_size, mix=mix)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

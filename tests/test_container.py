@@ -25,7 +25,9 @@ def sample(tiny_model) -> tuple[bytes, bytes]:
 
 def test_header_roundtrip():
     section = fmt.ModelSection(b"12345678", "float32", "cpu", 2, b"abcd", 1024, 4, b"\x01\x02")
-    for header in (fmt.Header(1 << 20, section), fmt.Header(77, None, portable=True)):
+    primed = fmt.ModelSection(b"12345678", "float32", "cpu", 2, b"abcd", 512, 4, b"\x03", 300)
+    for header in (fmt.Header(1 << 20, section), fmt.Header(77, None, portable=True),
+                   fmt.Header(1 << 20, primed)):
         assert fmt.Header.read(io.BytesIO(header.to_bytes())) == header
 
 
@@ -102,3 +104,34 @@ def test_parser_never_crashes_on_garbage(blob):
                 pass
         except FormatError:
             pass
+
+
+@given(total=st.integers(1, 100_000), streams=st.integers(1, 300), prime=st.integers(0, 500))
+def test_even_frames_store_two_numbers_and_read_back(total, streams, prime):
+    """The usual split is stored as (streams, total); any other split with every count."""
+    try:
+        lengths = fmt.even_lengths(total, streams, prime)
+    except ValueError:
+        return
+    assert sum(lengths) == total and len(lengths) == streams and min(lengths) >= 1
+    section = fmt.ModelSection(b"12345678", "float32", "cpu", 1, b"abcd", 512, 4, b"", prime)
+    header = fmt.Header(1 << 28, section)
+    uneven = (lengths[0] + 2, *lengths[1:])  # the usual split only with one stream
+    if streams > 1:
+        assert fmt.even_lengths(total + 2, streams, prime) != uneven
+    for tokens, kind in ((lengths, fmt.KIND_EVEN),
+                         (uneven, fmt.KIND_EVEN if streams == 1 else fmt.KIND_CODED)):
+        frame = fmt.CodedFrame(8 * total + 16, 7, tokens, b"xyz")
+        data = fmt.frame_bytes(frame, prime)
+        assert data[0] == kind
+        assert fmt.read_frame(io.BytesIO(data), header) == frame
+    if streams > 3:
+        assert len(fmt.frame_bytes(fmt.CodedFrame(8 * total, 7, lengths, b""), prime)) < 20
+
+
+def test_even_frame_in_a_version_1_file_is_refused():
+    section = fmt.ModelSection(b"12345678", "float32", "cpu", 1, b"abcd", 512, 4, b"")
+    frame = fmt.frame_bytes(fmt.CodedFrame(100, 7, (30, 30), b"xyz"))
+    assert frame[0] == fmt.KIND_EVEN
+    with pytest.raises(FormatError, match="frame kind"):
+        fmt.read_frame(io.BytesIO(frame), fmt.Header(1 << 20, section, version=1))

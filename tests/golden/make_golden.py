@@ -27,9 +27,11 @@ CASES = {
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}),
     "empty": (b"", {}),
     "portable": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
-    # Mixer flag bias_sum (the bias steps per token): the two files above predate it.
-    "bias-sum": (CORPUS.encode() * 2, {"streams": 3}),
-    "portable-bias-sum": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
+    # Version 2: the cases above are primed (the default); these two are not. (v1/ also has
+    # bias-sum cases, made when the mixer flag bias_sum was added within version 1.)
+    "unprimed": (CORPUS.encode() * 2, {"streams": 3, "prime": 0}),
+    "portable-unprimed": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable",
+                                                "prime": 0}),
 }
 
 
