@@ -59,11 +59,11 @@ def main() -> None:
                           settings.prime)
     begin = time.time()
     for t in range(lengths[0]):
-        lg = predictor.logits()
+        lg = predictor.logits().float().cpu().numpy()
         n = lg.shape[0]
         idx = first[:n] + t - predictor.starts[:n]
-        logits[idx] = lg.float().cpu().numpy().astype(np.float16)
-        predictor.mixer.mix(lg.float().cpu().numpy())
+        logits[idx] = lg.astype(np.float16)
+        predictor.mixer.mix(lg)  # observe() updates the mixer, which needs a mix first
         predictor.observe(ids[idx])
         if t % 100 == 0:
             print(f"step {t}/{lengths[0]}, {time.time() - begin:.0f} s", flush=True)

@@ -38,7 +38,8 @@ from llmzip.errors import FormatError
 
 MAGIC = b"LLMZ"
 FORMAT_VERSION = 2  # bump on any change of the layout or of what the decoder computes
-# Version 2 added the model section's prime field (version 1 files decode with prime 0).
+# Version 2 added the model section's prime field (version 1 files decode with prime 0) and
+# even frames (kind 3).
 MAX_FRAME_SIZE = 1 << 28  # 256 MiB: the largest frame a decoder agrees to hold in memory
 MAX_STREAMS = 4096
 MAX_WINDOW = 1 << 20
