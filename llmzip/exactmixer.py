@@ -12,9 +12,10 @@ of integers or written out term by term in a fixed order (over components, n-gra
 streams), so no reduction order is left to a library. numpy's ``add.at`` adds in index order.
 
 The learning rules are mixer.py's and bias.py's: SGD of the gating table on the code length,
-and the bias step ``b -= lr * sum_i r_i (p_lm_i - onehot(y_i))`` (divided by n for files
-without ``bias_sum``) with LM responsibilities ``r_i``. The geometric mixture (log1p,
-einsum) has no portable form: refused.
+and the bias step on ``g = sum_i r_i (p_lm_i - onehot(y_i))`` (divided by n for files
+without ``bias_sum``) with LM responsibilities ``r_i``: AdaGrad
+``b -= lr * g / sqrt(ADA_EPS + G)`` (``bias_adaptive``), else ``b -= lr * g``. The geometric
+mixture (log1p, einsum) has no portable form: refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from llmzip import exactmath as xm
 from llmzip import mixer as mx
-from llmzip.bias import CLIP, shared_step
+from llmzip.bias import ADA_EPS, CLIP, shared_step
 from llmzip.match import Match
 from llmzip.mixer import MixConfig
 from llmzip.ngram import SLOTS, NGram
@@ -69,6 +70,8 @@ class ExactMixer:
         self.W[:, :mx._OWN] = mx._INIT
         b_shape = (vocab_size,) if c.shared else (n, vocab_size)
         self.b = torch.zeros(b_shape, dtype=F64) if c.bias else None
+        self.g2 = (torch.zeros(b_shape, dtype=F64) if c.bias and c.bias_adaptive
+                   else None)  # AdaGrad's sum of squared gradients
         self._state: tuple | None = None
 
     def mix(self, logits: torch.Tensor) -> np.ndarray:
@@ -141,7 +144,15 @@ class ExactMixer:
         n = len(y)
         lr = self.config.bias_lr
         r = [float(v) for v in resp]
-        if self.b.ndim == 1:
+        if self.b.ndim == 1 and self.g2 is not None:
+            r = [v * shared_step(1.0, n, self.config.bias_sum) for v in r]
+            g = p_lm[0] * r[0]
+            for i in range(1, n):  # stream order: a fixed summation order
+                g = g + p_lm[i] * r[i]
+            for i in range(n):
+                g[y[i]] -= r[i]
+            self.b, self.g2 = self._adagrad(self.b, self.g2, g)
+        elif self.b.ndim == 1:
             g = p_lm[0] * r[0]
             for i in range(1, n):  # stream order: a fixed summation order
                 g = g + p_lm[i] * r[i]
@@ -150,8 +161,21 @@ class ExactMixer:
             for i in range(n):
                 b[y[i]] += r[i] * lr
             self.b = b.clamp_(-CLIP, CLIP)
+        elif self.g2 is not None:
+            rr = torch.tensor(r, dtype=F64)[:, None]
+            g = p_lm * rr
+            g[torch.arange(n), y] -= rr[:, 0]
+            self.b[:n], self.g2[:n] = self._adagrad(self.b[:n], self.g2[:n], g)
         else:
             rr = torch.tensor(r, dtype=F64)[:, None]
             b = self.b[:n] - p_lm * (rr * lr)
             b[torch.arange(n), y] += rr[:, 0] * lr
             self.b[:n] = b.clamp_(-CLIP, CLIP)
+
+    def _adagrad(self, b: torch.Tensor, g2: torch.Tensor,
+                 g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """bias.py's AdaGrad step in float64: +, *, / and sqrt are correctly rounded (IEEE
+        754) on every machine, element by element, so b and g2 are the same everywhere."""
+        g2 = g2 + g * g
+        b = b - self.config.bias_lr * g / torch.sqrt(ADA_EPS + g2)
+        return b.clamp_(-CLIP, CLIP), g2

@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from llmzip import container as fmt
+from llmzip.mixer import MixConfig
+
+
+def _mixer(data: bytes) -> str:
+    """The mixer settings in words; their bytes in hex when this llmzip cannot read them
+    (decoding reports that as an error)."""
+    try:
+        return MixConfig.from_bytes(data).describe()
+    except ValueError:
+        return f"unreadable settings {data.hex() or '-'}"
 
 
 def describe(f: BinaryIO, name: str) -> str:
@@ -21,8 +31,8 @@ def describe(f: BinaryIO, name: str) -> str:
             f"numeric env {m.env.hex()} (machine-bound: fast mode)"
         )
     if m:
-        lines.append(f"  window {m.window} tokens ({m.sinks} sinks), prime {m.prime} tokens, "
-                     f"mixer {m.mix.hex() or '-'}")
+        lines.append(f"  window {m.window} tokens ({m.sinks} sinks), prime {m.prime} tokens")
+        lines.append(f"  mixer: {_mixer(m.mix)}")
     coded = stored = packed = 0
     tokens = 0
     index = 0

@@ -84,11 +84,13 @@ class MixConfig:
     ngram_order: int = 4  # n-gram orders 1..ngram_order
     match_min: int = 6  # tokens hashed to find a match
     table_bits: int = 20  # log2 rows per n-gram order and of the match table
-    bias_lr: float = 0.125  # float16 values, stored exactly; tuned in benchmarks/MIXING.md
+    bias_lr: float = 0.5  # float16 values, stored exactly; tuned in benchmarks/MIXING.md
     mix_lr: float = 0.25
     # The shared bias takes a step of bias_lr per token (the sum over the streams) rather
     # than per step (their mean). False in files made before this flag existed.
     bias_sum: bool = True
+    # The bias steps by AdaGrad (bias.py), not plain SGD. False in files made before it.
+    bias_adaptive: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.ngram_order <= 8:
@@ -105,9 +107,28 @@ class MixConfig:
         """Every component off: the LM's softmax alone."""
         return cls(ngram=False, match=False, bias=False)
 
+    def describe(self) -> str:
+        """One readable line, for ``llmzip info``."""
+        if not (self.ngram or self.match or self.bias):
+            return "LM alone"
+        parts = []
+        if self.ngram:
+            parts.append(f"n-gram orders 1..{self.ngram_order}")
+        if self.match:
+            parts.append(f"match from {self.match_min} tokens")
+        if self.bias:
+            rule = "AdaGrad" if self.bias_adaptive else "SGD"
+            per = "token" if self.bias_sum else "step"
+            parts.append(f"bias {rule} lr {self.bias_lr:g} per {per}")
+        mixing = "geometric" if self.geometric else "linear"
+        parts.append(f"{mixing} mixing lr {self.mix_lr:g}")
+        parts.append(f"tables 2^{self.table_bits}")
+        parts.append("shared by the streams" if self.shared else "per stream")
+        return ", ".join(parts)
+
     def to_bytes(self) -> bytes:
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
-                 | self.geometric << 4 | self.bias_sum << 5)
+                 | self.geometric << 4 | self.bias_sum << 5 | self.bias_adaptive << 6)
         return struct.pack(_CONFIG_FORMAT, _CONFIG_VERSION, flags, self.ngram_order,
                            self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
 
@@ -120,11 +141,11 @@ class MixConfig:
             _CONFIG_FORMAT, data)
         if version != _CONFIG_VERSION:
             raise ValueError(f"unknown mixer settings version {version}")
-        if flags >> 6:
+        if flags >> 7:
             raise ValueError("unknown mixer flags")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
                    bool(flags & 16), order, match_min, bits, float(bias_lr), float(mix_lr),
-                   bool(flags & 32))
+                   bool(flags & 32), bool(flags & 64))
 
 
 def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -194,8 +215,8 @@ class ContextMixer:
         self.ngram = (NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None)
         self.match = (Match(lengths, c.match_min, c.table_bits, c.shared, starts)
                       if c.match else None)
-        self.bias = (Bias(vocab_size, c.bias_lr, None if c.shared else n, c.bias_sum)
-                     if c.bias else None)
+        self.bias = (Bias(vocab_size, c.bias_lr, None if c.shared else n, c.bias_sum,
+                          c.bias_adaptive) if c.bias else None)
         self.k = c.ngram_order if c.ngram else 0
         self.n_comp = self.k + bool(c.match)
         self.W = np.zeros((self.n_comp, _TABLE))

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from llmzip import container as fmt
 from llmzip.cli import main
+from llmzip.mixer import MixConfig
 from tests.conftest import CORPUS
 
 OPTS = ["--context", "16", "--threads", "1", "--streams", "2"]
@@ -120,6 +121,9 @@ def test_info_and_test(tiny_env, text_file):
     r = invoke(["info", packed])
     assert r.exit_code == 0 and "streams" in r.stdout
     assert f"format version {fmt.FORMAT_VERSION}" in r.stdout
+    assert f"mixer: {MixConfig().describe()}" in r.stdout and "AdaGrad" in r.stdout
+    invoke(["compress", *OPTS, "--no-ngram", "--no-match", "--no-bias", "-f", str(text_file)])
+    assert "mixer: LM alone" in invoke(["info", packed]).stdout
     r = invoke(["-t", packed])
     assert r.exit_code == 0 and "OK" in r.stderr
 

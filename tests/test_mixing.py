@@ -135,8 +135,9 @@ def test_match_across_streams_only_when_shared():
         assert token[1] == expected
 
 
-def test_bias_moves_towards_observed_token():
-    bias = Bias(V, lr=1.0)
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sgd", "adagrad"])
+def test_bias_moves_towards_observed_token(adaptive):
+    bias = Bias(V, lr=1.0, adaptive=adaptive)
     logits = np.zeros((1, V), dtype=np.float32)
     for _ in range(5):
         x = logits.copy()
@@ -147,6 +148,24 @@ def test_bias_moves_towards_observed_token():
     bias.apply(x)
     p = np.exp(x[0]) / np.exp(x[0]).sum()
     assert p[9] > 5 / V and np.argmax(p) == 9
+
+
+@pytest.mark.parametrize("streams", [None, 2])
+def test_adagrad_bias_steps_shrink_as_a_token_recurs(streams):
+    """AdaGrad: each occurrence of token 9 moves its bias less than the one before, and the
+    first step is about lr (g / sqrt(eps + g^2) with |g| ~ 1); a token never seen sinks."""
+    bias = Bias(V, lr=0.5, streams=streams, adaptive=True)
+    n = 1 if streams is None else 2
+    e = np.ones((n, V), dtype=np.float32)
+    moves, before = [], 0.0
+    for _ in range(4):
+        bias.update(e, np.full(n, 1.0 / V), np.full(n, 9), np.ones(n))
+        b = bias.b if streams is None else bias.b[0]
+        moves.append(b[9] - before)
+        before = b[9]
+    assert moves[0] == pytest.approx(0.5 * (1 - 1 / V) / np.sqrt(0.25 + (1 - 1 / V) ** 2))
+    assert all(a > c > 0 for a, c in zip(moves, moves[1:]))
+    assert (bias.b if streams is None else bias.b[0])[3] < 0
 
 
 @pytest.mark.parametrize("per_token", [True, False])
@@ -194,11 +213,12 @@ _halves = st.integers(0, 0x7BFF).map(
 
 @given(ngram=st.booleans(), match=st.booleans(), bias=st.booleans(), shared=st.booleans(),
        geometric=st.booleans(), order=st.integers(1, 8), match_min=st.integers(1, 32),
-       bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans())
+       bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans(),
+       bias_adaptive=st.booleans())
 def test_config_bytes_roundtrip(ngram, match, bias, shared, geometric, order, match_min, bits,
-                                bias_lr, mix_lr, bias_sum):
+                                bias_lr, mix_lr, bias_sum, bias_adaptive):
     config = MixConfig(ngram, match, bias, shared, geometric, order, match_min, bits,
-                       bias_lr, mix_lr, bias_sum)
+                       bias_lr, mix_lr, bias_sum, bias_adaptive)
     data = config.to_bytes()
     assert len(data) <= 12
     assert MixConfig.from_bytes(data) == config
@@ -212,7 +232,7 @@ def test_default_config_roundtrip():
 @pytest.mark.parametrize("data", [
     b"", b"\x01", MixConfig().to_bytes() + b"\x00", MixConfig().to_bytes()[:-1],
     b"\x02" + MixConfig().to_bytes()[1:],  # unknown version
-    b"\x01\x40" + MixConfig().to_bytes()[2:],  # unknown flag
+    b"\x01\x80" + MixConfig().to_bytes()[2:],  # unknown flag
     b"\x01\x0f\x00" + MixConfig().to_bytes()[3:],  # n-gram order 0
     b"\x01\x0f\x09" + MixConfig().to_bytes()[3:],  # n-gram order 9
     MixConfig().to_bytes()[:3] + b"\x00" + MixConfig().to_bytes()[4:],  # match length 0
@@ -224,6 +244,16 @@ def test_default_config_roundtrip():
 def test_bad_config_bytes_are_rejected(data):
     with pytest.raises(ValueError):
         MixConfig.from_bytes(data)
+
+
+def test_info_describes_mixer_settings_or_shows_unreadable_bytes():
+    from llmzip.listing import _mixer
+
+    assert _mixer(MixConfig().to_bytes()) == MixConfig().describe()
+    assert "AdaGrad lr 0.5 per token" in MixConfig().describe()
+    old = MixConfig(bias_lr=1.5, bias_sum=False, bias_adaptive=False)
+    assert "bias SGD lr 1.5 per step" in old.describe()
+    assert _mixer(b"\x09\x00") == "unreadable settings 0900"
 
 
 def test_unrepresentable_config_is_rejected():

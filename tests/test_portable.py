@@ -125,8 +125,9 @@ def test_exact_step_ignores_batch_layout_and_threads(tiny_model):
     assert all(torch.equal(a[2:3], b) for a, b in zip(batched, alone))
 
 
-@pytest.mark.parametrize("config", [MixConfig(ngram=False, match=False), MixConfig()],
-                         ids=["bias", "all"])
+@pytest.mark.parametrize("config", [MixConfig(ngram=False, match=False), MixConfig(),
+                                    MixConfig(shared=False), MixConfig(bias_adaptive=False)],
+                         ids=["bias", "all", "unshared", "sgd-bias"])
 def test_exact_mixer_sums_to_one_and_adapts(config):
     mixer = ExactMixer(50, [70, 70], config)
     logits = torch.zeros(2, 50, dtype=torch.float64)
@@ -141,12 +142,16 @@ def test_exact_mixer_sums_to_one_and_adapts(config):
     assert after[0, 7] > 2 * first[0, 7] and after[0, 3] < first[0, 3]
 
 
-def test_exact_mixer_matches_the_fast_mixer():
+@pytest.mark.parametrize("config", [
+    MixConfig(), MixConfig(shared=False), MixConfig(bias_sum=False),
+    MixConfig(bias_adaptive=False, bias_lr=0.125), MixConfig(bias_adaptive=False, shared=False)],
+    ids=["default", "unshared", "bias-mean", "sgd-bias", "sgd-unshared"])
+def test_exact_mixer_matches_the_fast_mixer(config):
     """Same rules as mixer.ContextMixer: close probabilities on the same logits."""
     from llmzip.mixer import ContextMixer
 
     gen = torch.Generator().manual_seed(5)
-    exact, fast = ExactMixer(64, [50, 50], MixConfig()), ContextMixer(64, [50, 50], MixConfig())
+    exact, fast = ExactMixer(64, [50, 50], config), ContextMixer(64, [50, 50], config)
     for t in range(50):
         logits = torch.randn(2, 64, generator=gen, dtype=torch.float64) * 3
         a, b = exact.mix(logits), fast.mix(logits.float().numpy())

@@ -32,6 +32,10 @@ CASES = {
     "unprimed": (CORPUS.encode() * 2, {"streams": 3, "prime": 0}),
     "portable-unprimed": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable",
                                                 "prime": 0}),
+    # Made when the mixer flag bias_adaptive (AdaGrad bias) became the default within
+    # version 2: the cases above have the plain SGD bias.
+    "adagrad": (CORPUS.encode() * 2, {"streams": 3}),
+    "portable-adagrad": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
 }
 
 
