@@ -48,7 +48,8 @@ class Bias:
 
     def update(self, e: np.ndarray, scale: np.ndarray, tokens: np.ndarray,
                resp: np.ndarray) -> None:
-        """e [n, V] float32 with p_lm = e * scale[:, None]; resp [n] the LM responsibilities."""
+        """e [n, V] float32 with p_lm = e * scale[:, None]; resp [n] the LM responsibilities.
+        The SGD branches keep the exact operations older files were made with."""
         n = len(tokens)
         if self.b.ndim == 1 and self.g2 is not None:
             f = shared_step(1.0, n, self.per_token)

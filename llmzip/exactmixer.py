@@ -141,6 +141,9 @@ class ExactMixer:
             self.match.update(y)
 
     def _update_bias(self, p_lm: torch.Tensor, y: torch.Tensor, resp: np.ndarray) -> None:
+        """The SGD branches are the arithmetic that older portable files were made with,
+        operation for operation: merging them with the AdaGrad ones would round differently
+        and break those files (tests/golden/)."""
         n = len(y)
         lr = self.config.bias_lr
         r = [float(v) for v in resp]
