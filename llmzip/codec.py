@@ -20,7 +20,7 @@ from llmzip import container as fmt
 from llmzip.coder import Decoder, Encoder
 from llmzip.errors import ChecksumError, FormatError, MismatchError
 from llmzip.exactllama import MAX_WINDOW as EXACT_MAX_WINDOW
-from llmzip.mixer import MixConfig
+from llmzip.mixer import MixConfig, UnknownSettings
 from llmzip.numerics import Numerics, numerics_for
 from llmzip.predictor import Predictor, stream_starts
 
@@ -223,6 +223,9 @@ class _FrameDecoder:
             assert section is not None
             try:
                 self._mix = MixConfig.from_bytes(section.mix)
+            except UnknownSettings as e:
+                raise FormatError(f"made by a newer llmzip, or corrupt: {e}; try upgrading "
+                                  "llmzip") from None
             except ValueError as e:
                 raise FormatError(f"corrupt file: bad mixer settings ({e})") from None
             if self.header.portable and section.window > EXACT_MAX_WINDOW:

@@ -67,6 +67,11 @@ def lm_probabilities(lm_logits: np.ndarray) -> np.ndarray:
     return np.multiply(x, _softmax32(x)[:, None], dtype=np.float64)
 
 
+class UnknownSettings(ValueError):
+    """Mixer settings of a version or with flags this llmzip does not know: a newer llmzip
+    made them (or the file is corrupt)."""
+
+
 def _half(name: str, value: float) -> None:
     if not (math.isfinite(value) and value >= 0 and float(np.float16(value)) == value):
         raise ValueError(f"{name} must be a non-negative float16 value, got {value!r}")
@@ -140,9 +145,9 @@ class MixConfig:
         version, flags, order, match_min, bits, bias_lr, mix_lr = struct.unpack(
             _CONFIG_FORMAT, data)
         if version != _CONFIG_VERSION:
-            raise ValueError(f"unknown mixer settings version {version}")
+            raise UnknownSettings(f"unknown mixer settings version {version}")
         if flags >> 7:
-            raise ValueError("unknown mixer flags")
+            raise UnknownSettings(f"unknown mixer flags {flags:#04x}")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
                    bool(flags & 16), order, match_min, bits, float(bias_lr), float(mix_lr),
                    bool(flags & 32), bool(flags & 64))

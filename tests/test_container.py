@@ -71,6 +71,21 @@ def test_bad_magic_and_newer_version(tiny_model, sample):
         llmzip.decompress(newer, model=tiny_model)
 
 
+@pytest.mark.parametrize("byte, value, message", [
+    (1, 0x80, "newer llmzip, or corrupt: unknown mixer flags"),  # flags byte
+    (0, 2, "newer llmzip, or corrupt: unknown mixer settings version"),
+    (2, 0, "corrupt file: bad mixer settings"),  # n-gram order 0
+])
+def test_mixer_settings_from_a_newer_llmzip(tiny_model, sample, byte, value, message):
+    _, blob = sample
+    mix = fmt.Header.read(io.BytesIO(blob)).model.mix
+    at = blob.index(bytes([len(mix)]) + mix) + 1
+    forged = bytearray(blob)
+    forged[at + byte] = value | (forged[at + byte] if byte == 1 else 0)
+    with pytest.raises(FormatError, match=message):
+        llmzip.decompress(bytes(forged), model=tiny_model)
+
+
 def test_checksum_mismatch_is_reported(tiny_model):
     blob = bytearray(llmzip.compress(bytes(range(256)) * 4, model=tiny_model, **TINY))
     blob[-20] ^= 1  # inside the stored bytes of the only frame
