@@ -75,6 +75,7 @@ class ExactKVCache:
         self.k_scale = torch.ones(shape[:-1], dtype=F64, device=model.device)
         self.v_scale = torch.ones(shape[:-1], dtype=F64, device=model.device)
         self.window = window
+        self.hidden: torch.Tensor | None = None  # last step's [B, C], before the final norm
         self.sinks = sinks
         self.t = 0
         self.offset = 0
@@ -208,4 +209,5 @@ class ExactLlama:
             gate, up = self._normed_linear(x, gu_w).chunk(2, dim=-1)
             x = x + self._linear(xm.silu(gate) * up, down_w)
         cache.t += 1
+        cache.hidden = x  # the residual stream before the final norm (recall.py)
         return self._normed_linear(x, self.head)  # [B, V] float64

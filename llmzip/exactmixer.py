@@ -31,6 +31,7 @@ from llmzip.bias import ADA_EPS, CLIP, shared_step
 from llmzip.match import Match
 from llmzip.mixer import MixConfig
 from llmzip.ngram import SLOTS, NGram
+from llmzip.recall import Recall
 
 FREQ_BITS = 36
 F64 = torch.float64
@@ -64,7 +65,8 @@ class ExactMixer:
         self.ngram = NGram(n, c.ngram_order, c.table_bits, c.shared) if c.ngram else None
         self.match = (Match(lengths, c.match_min, c.table_bits, c.shared, starts)
                       if c.match else None)
-        self.k = c.ngram_order if c.ngram else 0
+        self.recall = Recall(c.recall_bits, c.recall_theta) if c.recall else None
+        self.k = (c.ngram_order if c.ngram else 0) + c.recall
         self.n_comp = self.k + bool(c.match)
         self.W = np.zeros((self.n_comp, mx._TABLE))
         self.W[:, :mx._OWN] = mx._INIT
@@ -74,8 +76,11 @@ class ExactMixer:
                    else None)  # AdaGrad's sum of squared gradients
         self._state: tuple | None = None
 
-    def mix(self, logits: torch.Tensor) -> np.ndarray:
-        """logits [n, V] float64 (any device) -> probabilities [n, V] float64, each > 0."""
+    def mix(self, logits: torch.Tensor, hidden=None) -> np.ndarray:
+        """logits [n, V] float64 (any device) -> probabilities [n, V] float64, each > 0.
+        ``hidden`` [n, D]: the LM's final hidden states (needed with recall; recall.py is
+        exact on every machine already)."""
+        recalled = mx.need_hidden(self.recall, hidden)
         x = logits.to(device="cpu", dtype=F64)
         n = x.shape[0]
         if self.b is not None:
@@ -88,7 +93,7 @@ class ExactMixer:
             return p_lm
         rows = np.arange(n)
         J = self.n_comp
-        present, top, own, tok, q, mtok = mx.candidates(self, n)
+        present, top, own, tok, q, mtok = mx.candidates(self, n, recalled)
         p_top = p_lm[rows[:, None], top]
         lm_b = mx._bucket(mx._PMAX_EDGES, p_lm.max(axis=1))
         idx = np.stack([own, np.broadcast_to(mx._LM_AT + lm_b[:, None], own.shape),
@@ -137,6 +142,8 @@ class ExactMixer:
             self._update_bias(torch.from_numpy(p_lm), torch.from_numpy(y), resp)
         if self.ngram is not None:
             self.ngram.update(y)
+        if self.recall is not None:
+            self.recall.update(y)
         if self.match is not None:
             self.match.update(y)
 

@@ -80,6 +80,7 @@ class KVCache:
         self.sinks = sinks
         self.t = 0  # tokens seen per stream (all streams advance together)
         self.offset = 0  # rotary position of token t is t - offset
+        self.hidden: torch.Tensor | None = None  # last step's [B, C], before the final norm
 
     @property
     def batch(self) -> int:
@@ -225,6 +226,7 @@ class Llama:
             gate, up = F.linear(h, gu_w).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, down_w)
         cache.t += 1
+        cache.hidden = x  # the residual stream before the final norm (recall.py)
         h = self._rms_norm(x, self.final_norm)
         # [V, C] @ [C, B] reads the big matrix once, row-major: ~2x faster than h @ W^T on CPU.
         return torch.matmul(self.lm_head, h.t()).t().float().contiguous()  # [B, V]

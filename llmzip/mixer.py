@@ -3,11 +3,14 @@
     p = w_0 * softmax(logits + b) + sum_j w_j * q_j
 
 ``b`` is the online bias head (bias.py); the q_j are sparse distributions: one per n-gram
-order (ngram.py: counts of a context's remembered followers, normalised) and the match model
-(match.py: all mass on the token that followed the current match). The weights are a softmax
-over mixing logits ``z_0 = 0`` (LM) and, for each component j that has a prediction,
+order (ngram.py: counts of a context's remembered followers, normalised), the recall
+(recall.py: votes of the most similar earlier hidden states, normalised; it needs the LM's
+hidden states, which ``mix`` takes beside the logits) and the match model (match.py: all mass
+on the token that followed the current match). The weights are a softmax over mixing logits
+``z_0 = 0`` (LM) and, for each component j that has a prediction,
 ``z_j = W_j[own] + W_j[lm] + W_j[cand]``: table entries selected by the component's own
-confidence (count/distinct followers, or match length), by the LM's top probability and by the
+confidence (count/distinct followers, best cosine, or match length), by the LM's top
+probability and by the
 LM's probability of the component's top candidate. W is trained online by SGD on the code
 length -log p(y). A component without a prediction gets weight 0.
 
@@ -32,9 +35,12 @@ import numpy as np
 from llmzip.bias import Bias
 from llmzip.match import Match
 from llmzip.ngram import SLOTS, NGram
+from llmzip.recall import Recall
 
-_CONFIG_VERSION = 1
-_CONFIG_FORMAT = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
+# Version 1: the fields below up to mix_lr. Version 2 (written only when recall is on) appends
+# flags2 (bit 0: recall), recall_bits and recall_theta.
+_CONFIG_V1 = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
+_CONFIG_V2 = _CONFIG_V1 + "BBe"
 _MIN_EXP = np.float32(-87.0)  # exp(-87) is still a normal float32
 
 # Bucket edges of the gating contexts (part of the format: changing them needs a new version).
@@ -96,6 +102,10 @@ class MixConfig:
     bias_sum: bool = True
     # The bias steps by AdaGrad (bias.py), not plain SGD. False in files made before it.
     bias_adaptive: bool = True
+    # Hidden-state recall (recall.py): a ring of 2**recall_bits states, votes exp(theta cos).
+    recall: bool = True
+    recall_bits: int = 16
+    recall_theta: float = 48.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.ngram_order <= 8:
@@ -106,19 +116,26 @@ class MixConfig:
             raise ValueError("table_bits must be in 10..24")
         _half("bias_lr", self.bias_lr)
         _half("mix_lr", self.mix_lr)
+        _half("recall_theta", self.recall_theta)
+        if not 8 <= self.recall_bits <= 24:
+            raise ValueError("recall_bits must be in 8..24")
+        if self.recall and self.geometric:
+            raise ValueError("recall needs the linear mixture")
 
     @classmethod
     def lm_only(cls) -> MixConfig:
         """Every component off: the LM's softmax alone."""
-        return cls(ngram=False, match=False, bias=False)
+        return cls(ngram=False, match=False, bias=False, recall=False)
 
     def describe(self) -> str:
         """One readable line, for ``llmzip info``."""
-        if not (self.ngram or self.match or self.bias):
+        if not (self.ngram or self.match or self.bias or self.recall):
             return "LM alone"
         parts = []
         if self.ngram:
             parts.append(f"n-gram orders 1..{self.ngram_order}")
+        if self.recall:
+            parts.append(f"recall of 2^{self.recall_bits} states, theta {self.recall_theta:g}")
         if self.match:
             parts.append(f"match from {self.match_min} tokens")
         if self.bias:
@@ -134,23 +151,32 @@ class MixConfig:
     def to_bytes(self) -> bytes:
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
                  | self.geometric << 4 | self.bias_sum << 5 | self.bias_adaptive << 6)
-        return struct.pack(_CONFIG_FORMAT, _CONFIG_VERSION, flags, self.ngram_order,
-                           self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
+        v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
+        if not self.recall:  # files without recall stay readable by older versions
+            return struct.pack(_CONFIG_V1, 1, flags, *v1)
+        return struct.pack(_CONFIG_V2, 2, flags, *v1, 1, self.recall_bits, self.recall_theta)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MixConfig:
         """Inverse of to_bytes; ValueError on anything malformed."""
-        if len(data) != struct.calcsize(_CONFIG_FORMAT):
-            raise ValueError("mixer settings have the wrong length")
-        version, flags, order, match_min, bits, bias_lr, mix_lr = struct.unpack(
-            _CONFIG_FORMAT, data)
-        if version != _CONFIG_VERSION:
+        version = data[0] if data else None
+        layout = {1: _CONFIG_V1, 2: _CONFIG_V2}.get(version)
+        if layout is None and version is not None:
             raise UnknownSettings(f"unknown mixer settings version {version}")
+        if layout is None or len(data) != struct.calcsize(layout):
+            raise ValueError("mixer settings have the wrong length")
+        _, flags, order, match_min, bits, bias_lr, mix_lr, *v2 = struct.unpack(layout, data)
         if flags >> 7:
             raise UnknownSettings(f"unknown mixer flags {flags:#04x}")
+        flags2, recall_bits, theta = v2 or (0, 16, 48.0)
+        if flags2 >> 1:
+            raise UnknownSettings(f"unknown mixer flags2 {flags2:#04x}")
+        if version == 2 and not flags2:
+            raise ValueError("mixer settings version 2 without recall")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
                    bool(flags & 16), order, match_min, bits, float(bias_lr), float(mix_lr),
-                   bool(flags & 32), bool(flags & 64))
+                   bool(flags & 32), bool(flags & 64), bool(flags2 & 1), recall_bits,
+                   float(theta))
 
 
 def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -175,25 +201,34 @@ def add_candidates(p: np.ndarray, w: np.ndarray, present: np.ndarray, k: int,
         np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
 
 
-def candidates(mixer, n: int) -> tuple:
+def candidates(mixer, n: int, recalled: tuple | None = None) -> tuple:
     """The components' predictions for the first n streams, for the linear mixture: which
     component has one (present [n, J]), its top token and own-confidence bucket ([n, J] each),
-    the n-gram followers and their frequencies (tok, q [n, k, S]; None without n-gram) and the
-    match token (mtok [n], -1 for none; None without match). Integer work and one division:
-    the same on every machine. ``mixer`` has ngram, match, k and n_comp."""
+    the slot components' candidates and their frequencies (tok, q [n, k, S]: the n-gram orders,
+    then recall; None without either) and the match token (mtok [n], -1 for none; None without
+    match). ``recalled`` is Recall.predict's result. Integer work and one division: the same
+    on every machine. ``mixer`` has ngram, match, k and n_comp."""
     J = mixer.n_comp
     present = np.zeros((n, J), dtype=bool)
     top = np.zeros((n, J), dtype=np.int64)
     own = np.zeros((n, J), dtype=np.int64)
     tok = q = mtok = None
+    blocks = []
     if mixer.ngram is not None:
+        blocks.append(mixer.ngram.predict(n))  # [n, order, S] each
+    if recalled is not None:
+        blocks.append((recalled[0][:, None], recalled[1][:, None]))
+    if blocks:
         k = mixer.k
-        tok, cnt = mixer.ngram.predict(n)  # [n, k, S]
+        tok = np.concatenate([b[0] for b in blocks], axis=1)
+        cnt = np.concatenate([b[1] for b in blocks], axis=1)
         total = cnt.sum(axis=2)
         present[:, :k] = total > 0
         q = cnt / np.maximum(total, 1)[:, :, None]
         distinct = np.minimum((cnt > 0).sum(axis=2), 3)
         own[:, :k] = _bucket(_TOTAL_EDGES, total) * 3 + np.maximum(distinct - 1, 0)
+        if recalled is not None:
+            own[:, k - 1] = recalled[2]
         top[:, :k] = np.take_along_axis(tok, cnt.argmax(axis=2)[:, :, None], 2)[..., 0]
     if mixer.match is not None:
         mtok, mlen = mixer.match.predict(n)
@@ -201,6 +236,15 @@ def candidates(mixer, n: int) -> tuple:
         own[:, -1] = _bucket(_LEN_EDGES, mlen)
         top[:, -1] = np.maximum(mtok, 0)
     return present, top, own, tok, q, mtok
+
+
+def need_hidden(recall: Recall | None, hidden) -> tuple | None:
+    """Recall's prediction for the hidden states (None without recall)."""
+    if recall is None:
+        return None
+    if hidden is None:
+        raise ValueError("recall needs the LM's hidden states")
+    return recall.predict(hidden)
 
 
 class ContextMixer:
@@ -222,7 +266,8 @@ class ContextMixer:
                       if c.match else None)
         self.bias = (Bias(vocab_size, c.bias_lr, None if c.shared else n, c.bias_sum,
                           c.bias_adaptive) if c.bias else None)
-        self.k = c.ngram_order if c.ngram else 0
+        self.recall = (Recall(c.recall_bits, c.recall_theta) if c.recall else None)
+        self.k = (c.ngram_order if c.ngram else 0) + c.recall  # slot components
         self.n_comp = self.k + bool(c.match)
         self.W = np.zeros((self.n_comp, _TABLE))
         self.W[:, :_OWN] = _GEO_INIT if c.geometric else _INIT
@@ -230,8 +275,10 @@ class ContextMixer:
         self.entry_comp = np.repeat(np.arange(self.n_comp), [SLOTS] * self.k + [1] * c.match)
         self._state: tuple | None = None
 
-    def mix(self, lm_logits: np.ndarray) -> np.ndarray:
-        """lm_logits [n, V] -> probabilities float64 [n, V], each > 0, rows summing to 1."""
+    def mix(self, lm_logits: np.ndarray, hidden=None) -> np.ndarray:
+        """lm_logits [n, V] -> probabilities float64 [n, V], each > 0, rows summing to 1.
+        ``hidden`` [n, D]: the LM's final hidden states (needed with recall)."""
+        recalled = need_hidden(self.recall, hidden)
         x = np.array(lm_logits, dtype=np.float32)
         n = len(x)
         if self.bias is not None:
@@ -245,7 +292,7 @@ class ContextMixer:
 
         rows = np.arange(n)
         J = self.n_comp
-        present, top, own, tok, q, mtok = candidates(self, n)
+        present, top, own, tok, q, mtok = candidates(self, n, recalled)
         p_top = x[rows[:, None], top] * inv[:, None]
         lm_b = _bucket(_PMAX_EDGES, inv)  # the LM's top probability is 1 / sum
         idx = np.stack([own, np.broadcast_to(_LM_AT + lm_b[:, None], own.shape),
@@ -293,6 +340,8 @@ class ContextMixer:
             self.bias.update(x, inv, y, resp)
         if self.ngram is not None:
             self.ngram.update(y)
+        if self.recall is not None:
+            self.recall.update(y)
         if self.match is not None:
             self.match.update(y)
 

@@ -44,6 +44,8 @@ _SETTINGS_OPTIONS = [
     click.option("--no-ngram", is_flag=True, help="Switch off the n-gram model."),
     click.option("--no-match", is_flag=True, help="Switch off the match model."),
     click.option("--no-bias", is_flag=True, help="Switch off the online bias head."),
+    click.option("--no-recall", is_flag=True,
+                 help="Switch off the hidden-state recall (neural cache)."),
 ]
 
 
@@ -56,7 +58,8 @@ def settings_options(f: Callable) -> Callable:
 
 def settings_from(model: str | None, streams: int | None, window: int, prime: int, dtype: str,
                   portable: bool, device: str, threads: int | None, frame_size: int,
-                  no_ngram: bool, no_match: bool, no_bias: bool) -> codec.Settings:
+                  no_ngram: bool, no_match: bool, no_bias: bool,
+                  no_recall: bool) -> codec.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError."""
     if portable:
         if dtype not in ("auto", "portable"):
@@ -64,7 +67,8 @@ def settings_from(model: str | None, streams: int | None, window: int, prime: in
         dtype = "portable"
     mix = MixConfig()
     mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
-                              match=mix.match and not no_match, bias=mix.bias and not no_bias)
+                              match=mix.match and not no_match, bias=mix.bias and not no_bias,
+                              recall=mix.recall and not no_recall)
     try:
         return codec.Settings(model=model, streams=streams, window=window, prime=prime,
                               dtype=dtype,

@@ -71,9 +71,10 @@ class Predictor:
     def step(self) -> np.ndarray:
         """Probabilities [n, V] float64 of the next token of each active stream."""
         logits = self.logits()
+        hidden = self.cache.hidden if self.mixer.recall is not None else None
         if isinstance(self.mixer, ExactMixer):
-            return self.mixer.mix(logits)
-        return self.mixer.mix(logits.cpu().numpy())
+            return self.mixer.mix(logits, hidden)
+        return self.mixer.mix(logits.cpu().numpy(), hidden)
 
     def logits(self) -> torch.Tensor:
         """The LM's logits [n, V] for the active streams (the model step of ``step``)."""

@@ -64,7 +64,7 @@ def test_json_and_plot(two_files, tiny_model, tmp_path):
 
 def test_prefix_and_settings(two_files, tiny_model):
     res = run([str(two_files[0]), "--bytes", "100", "--json", "--no-ngram", "--no-match",
-               "--no-bias"], tiny_model)
+               "--no-bias", "--no-recall"], tiny_model)
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)
     assert {r["label"] for r in records} == {"a.txt[:100]"}

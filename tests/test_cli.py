@@ -122,7 +122,8 @@ def test_info_and_test(tiny_env, text_file):
     assert r.exit_code == 0 and "streams" in r.stdout
     assert f"format version {fmt.FORMAT_VERSION}" in r.stdout
     assert f"mixer: {MixConfig().describe()}" in r.stdout and "AdaGrad" in r.stdout
-    invoke(["compress", *OPTS, "--no-ngram", "--no-match", "--no-bias", "-f", str(text_file)])
+    invoke(["compress", *OPTS, "--no-ngram", "--no-match", "--no-bias", "--no-recall", "-f",
+            str(text_file)])
     assert "mixer: LM alone" in invoke(["info", packed]).stdout
     r = invoke(["-t", packed])
     assert r.exit_code == 0 and "OK" in r.stderr

@@ -73,7 +73,7 @@ def test_bad_magic_and_newer_version(tiny_model, sample):
 
 @pytest.mark.parametrize("byte, value, message", [
     (1, 0x80, "newer llmzip, or corrupt: unknown mixer flags"),  # flags byte
-    (0, 2, "newer llmzip, or corrupt: unknown mixer settings version"),
+    (0, 3, "newer llmzip, or corrupt: unknown mixer settings version"),
     (2, 0, "corrupt file: bad mixer settings"),  # n-gram order 0
 ])
 def test_mixer_settings_from_a_newer_llmzip(tiny_model, sample, byte, value, message):

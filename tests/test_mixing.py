@@ -15,7 +15,10 @@ from llmzip.mixer import ContextMixer, MixConfig, lm_probabilities
 from llmzip.ngram import NGram
 
 V = 300
-GEOMETRIC = dataclasses.replace(MixConfig(), geometric=True, mix_lr=2.0**-9)
+GEOMETRIC = dataclasses.replace(MixConfig(), geometric=True, recall=False, mix_lr=2.0**-9)
+RECALL_ONLY = MixConfig(ngram=False, match=False, bias=False)
+# Stand-in hidden states for recall: a fixed vector per previous token (a context "meaning").
+STATES = np.random.default_rng(99).normal(size=(V, 12))
 
 
 def _logits(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -28,11 +31,13 @@ def _run(config: MixConfig, seq: np.ndarray, lengths: list[int],
     rng = np.random.default_rng(seed)
     mixer = ContextMixer(V, lengths, config)
     outs = []
+    prev = np.zeros(len(lengths), dtype=np.int64)
     for t in range(lengths[0]):
         n = sum(1 for length in lengths if length > t)
-        p = mixer.mix(_logits(rng, n))
+        p = mixer.mix(_logits(rng, n), STATES[prev[:n]])
         outs.append(p.copy())
         mixer.update(seq[:n, t])
+        prev[:n] = seq[:n, t]
     return outs
 
 
@@ -40,7 +45,7 @@ def _run(config: MixConfig, seq: np.ndarray, lengths: list[int],
     MixConfig(), GEOMETRIC, dataclasses.replace(MixConfig(), shared=False),
     dataclasses.replace(MixConfig(), bias=False, match=False),
     dataclasses.replace(MixConfig(), ngram=False, bias=False),
-    dataclasses.replace(MixConfig(), ngram=False, match=False)])
+    dataclasses.replace(MixConfig(), ngram=False, match=False), RECALL_ONLY])
 def test_distributions_are_valid(config):
     rng = np.random.default_rng(1)
     lengths = [60, 60, 30]
@@ -56,7 +61,7 @@ def test_extreme_logits_still_give_positive_probabilities():
     logits = np.zeros((1, V), dtype=np.float32)
     logits[0, 0] = 500.0
     logits[0, 1] = -500.0
-    p = mixer.mix(logits)
+    p = mixer.mix(logits, STATES[:1])
     assert np.all(p > 0) and abs(p.sum() - 1) < 1e-9
 
 
@@ -71,7 +76,8 @@ def test_all_off_is_exact_softmax():
     assert np.allclose(p, ref / ref.sum(axis=1, keepdims=True), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("config", [MixConfig(), GEOMETRIC])
+@pytest.mark.parametrize("config", [MixConfig(), GEOMETRIC, RECALL_ONLY],
+                         ids=["all", "geometric", "recall"])
 def test_mixer_learns_a_repeated_sequence(config):
     """On a phrase seen before, the mixed probability of the right token rises far above the
     (uninformative) LM's."""
@@ -214,13 +220,17 @@ _halves = st.integers(0, 0x7BFF).map(
 @given(ngram=st.booleans(), match=st.booleans(), bias=st.booleans(), shared=st.booleans(),
        geometric=st.booleans(), order=st.integers(1, 8), match_min=st.integers(1, 32),
        bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans(),
-       bias_adaptive=st.booleans())
+       bias_adaptive=st.booleans(), recall=st.booleans(), recall_bits=st.integers(8, 24),
+       theta=_halves)
 def test_config_bytes_roundtrip(ngram, match, bias, shared, geometric, order, match_min, bits,
-                                bias_lr, mix_lr, bias_sum, bias_adaptive):
+                                bias_lr, mix_lr, bias_sum, bias_adaptive, recall, recall_bits,
+                                theta):
+    recall = recall and not geometric
     config = MixConfig(ngram, match, bias, shared, geometric, order, match_min, bits,
-                       bias_lr, mix_lr, bias_sum, bias_adaptive)
+                       bias_lr, mix_lr, bias_sum, bias_adaptive, recall,
+                       recall_bits if recall else 16, theta if recall else 48.0)
     data = config.to_bytes()
-    assert len(data) <= 12
+    assert len(data) == (13 if recall else 9)  # without recall: version 1, as before
     assert MixConfig.from_bytes(data) == config
 
 
@@ -229,17 +239,27 @@ def test_default_config_roundtrip():
         assert MixConfig.from_bytes(config.to_bytes()) == config
 
 
+V1 = MixConfig(recall=False).to_bytes()
+V2 = MixConfig().to_bytes()
+
+
 @pytest.mark.parametrize("data", [
-    b"", b"\x01", MixConfig().to_bytes() + b"\x00", MixConfig().to_bytes()[:-1],
-    b"\x02" + MixConfig().to_bytes()[1:],  # unknown version
-    b"\x01\x80" + MixConfig().to_bytes()[2:],  # unknown flag
-    b"\x01\x0f\x00" + MixConfig().to_bytes()[3:],  # n-gram order 0
-    b"\x01\x0f\x09" + MixConfig().to_bytes()[3:],  # n-gram order 9
-    MixConfig().to_bytes()[:3] + b"\x00" + MixConfig().to_bytes()[4:],  # match length 0
-    MixConfig().to_bytes()[:4] + b"\x30" + MixConfig().to_bytes()[5:],  # table bits 48
-    MixConfig().to_bytes()[:5] + b"\x00\x7c" + MixConfig().to_bytes()[7:],  # lr = inf
-    MixConfig().to_bytes()[:5] + b"\x00\x7e" + MixConfig().to_bytes()[7:],  # lr = nan
-    MixConfig().to_bytes()[:7] + b"\x00\xbc",  # lr = -1
+    b"", b"\x01", V1 + b"\x00", V1[:-1], V2 + b"\x00", V2[:-1],
+    b"\x03" + V1[1:],  # unknown version
+    b"\x01\x80" + V1[2:],  # unknown flag
+    b"\x01\x0f\x00" + V1[3:],  # n-gram order 0
+    b"\x01\x0f\x09" + V1[3:],  # n-gram order 9
+    V1[:3] + b"\x00" + V1[4:],  # match length 0
+    V1[:4] + b"\x30" + V1[5:],  # table bits 48
+    V1[:5] + b"\x00\x7c" + V1[7:],  # lr = inf
+    V1[:5] + b"\x00\x7e" + V1[7:],  # lr = nan
+    V1[:7] + b"\x00\xbc",  # lr = -1
+    V2[:9] + b"\x02" + V2[10:],  # unknown flags2
+    V2[:9] + b"\x00" + V2[10:],  # version 2 without recall
+    V2[:10] + b"\x07" + V2[11:],  # 2**7 recalled states: too few
+    V2[:10] + b"\x19" + V2[11:],  # 2**25: too many
+    V2[:11] + b"\x00\x7e",  # theta = nan
+    b"\x01" + V2[1:],  # version 1 with version 2's length
 ])
 def test_bad_config_bytes_are_rejected(data):
     with pytest.raises(ValueError):

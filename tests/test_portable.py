@@ -125,20 +125,24 @@ def test_exact_step_ignores_batch_layout_and_threads(tiny_model):
     assert all(torch.equal(a[2:3], b) for a, b in zip(batched, alone))
 
 
-@pytest.mark.parametrize("config", [MixConfig(ngram=False, match=False), MixConfig(),
-                                    MixConfig(shared=False), MixConfig(bias_adaptive=False)],
-                         ids=["bias", "all", "unshared", "sgd-bias"])
+@pytest.mark.parametrize("config", [MixConfig(ngram=False, match=False, recall=False), MixConfig(),
+                                    MixConfig(shared=False), MixConfig(bias_adaptive=False),
+                                    MixConfig(ngram=False, match=False, bias=False)],
+                         ids=["bias", "all", "unshared", "sgd-bias", "recall"])
 def test_exact_mixer_sums_to_one_and_adapts(config):
     mixer = ExactMixer(50, [70, 70], config)
     logits = torch.zeros(2, 50, dtype=torch.float64)
-    first = mixer.mix(logits)
+    states = torch.randn(50, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    first = mixer.mix(logits, states[[0, 0]])
     mixer.update(np.array([1, 1]))
+    prev = 1
     for _ in range(20):  # a repeated sequence: 7 8 9 7 8 9 ...
         for token in (7, 8, 9):
-            p = mixer.mix(logits)
+            p = mixer.mix(logits, states[[prev, prev]])
             assert np.all(p > 0) and np.allclose(p.sum(axis=1), 1.0, atol=1e-12)
             mixer.update(np.array([token, token]))
-    after = mixer.mix(logits)
+            prev = token
+    after = mixer.mix(logits, states[[prev, prev]])
     assert after[0, 7] > 2 * first[0, 7] and after[0, 3] < first[0, 3]
 
 
@@ -152,18 +156,22 @@ def test_exact_mixer_matches_the_fast_mixer(config):
 
     gen = torch.Generator().manual_seed(5)
     exact, fast = ExactMixer(64, [50, 50], config), ContextMixer(64, [50, 50], config)
+    states = torch.randn(64, 8, generator=gen, dtype=torch.float64)
+    prev = [0, 0]
     for t in range(50):
         logits = torch.randn(2, 64, generator=gen, dtype=torch.float64) * 3
-        a, b = exact.mix(logits), fast.mix(logits.float().numpy())
+        hidden = states[prev]
+        a, b = exact.mix(logits, hidden), fast.mix(logits.float().numpy(), hidden.float())
         assert np.abs(a - b).max() < 1e-5
         y = np.array([t % 5, (t * 7) % 11])
         exact.update(y)
         fast.update(y)
+        prev = list(y)
 
 
 def test_exact_mixer_refuses_the_geometric_mixture():
     with pytest.raises(ValueError):
-        ExactMixer(50, [1], MixConfig(geometric=True))
+        ExactMixer(50, [1], MixConfig(geometric=True, recall=False))
 
 
 # ---------------------------------------------------------------- files
@@ -206,7 +214,7 @@ def test_portable_file_with_too_large_a_window_is_corrupt(tiny_model):
 
 def test_portable_settings():
     with pytest.raises(ValueError, match="geometric"):
-        Settings(dtype="portable", mix=MixConfig(geometric=True))
+        Settings(dtype="portable", mix=MixConfig(geometric=True, recall=False))
     with pytest.raises(ValueError, match="portable"):
         Settings(dtype="portable", window=1 << 14)
 

@@ -151,7 +151,8 @@ def test_mixer_with_joining_streams_is_deterministic_and_valid():
         outs = []
         for t in range(lengths[0]):
             n = 1 if t < 20 else sum(1 for a, m in zip(starts, lengths) if a <= t < a + m)
-            p = mixer.mix((2 * logits.normal(size=(n, V))).astype(np.float32))
+            p = mixer.mix((2 * logits.normal(size=(n, V))).astype(np.float32),
+                          np.eye(V, 16)[seq[:n, max(t - 1, 0)]])
             assert np.all(p > 0) and np.allclose(p.sum(axis=1), 1.0)
             outs.append(p)
             mixer.update(seq[:n, t])

@@ -36,6 +36,10 @@ CASES = {
     # version 2: the cases above have the plain SGD bias.
     "adagrad": (CORPUS.encode() * 2, {"streams": 3}),
     "portable-adagrad": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
+    # Made when hidden-state recall (mixer settings version 2) became the default: the cases
+    # above have none.
+    "recall": (CORPUS.encode() * 2, {"streams": 3}),
+    "portable-recall": (CORPUS.encode() * 2, {"streams": 3, "dtype": "portable"}),
 }
 
 
