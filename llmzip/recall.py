@@ -15,8 +15,7 @@ rounded, in an order that no library chooses:
   product of integers below 2**53: exact in any order) and quantised again to |q| <= 2**BITS;
 - dot products of those are integers below 2**24, which a float32 matrix product computes
   exactly in any order; squared norms are integer sums;
-- ``cos = dot * (1/sqrt(|a|^2)) * (1/sqrt(|b|^2))``: two IEEE-rounded float32 products,
-  the inverse norms rounded once from float64;
+- ``cos = dot * (1/sqrt(|a|^2)) * (1/sqrt(|b|^2))``: IEEE-rounded float64 operations;
 - the K-th largest cosine is a value, and every entry at least that similar votes (ties are
   all kept, so no selection algorithm's tie order matters);
 - votes are integers ``round(2**VOTE_BITS * exactmath.exp(theta * (cos - best)))``, summed
@@ -72,7 +71,7 @@ class Recall:
         self.theta = float(theta)
         self.proj = np.zeros((0, PROJ))  # [D, PROJ], made at the first predict
         self.keys = np.zeros((self.capacity, PROJ), dtype=np.float32)
-        self.inv_norm = np.zeros(self.capacity, dtype=np.float32)
+        self.inv_norm = np.zeros(self.capacity, dtype=np.float64)
         self.tokens = np.zeros(self.capacity, dtype=np.int64)
         self.size = 0  # entries stored (<= capacity)
         self.next = 0  # ring position of the next entry
@@ -102,19 +101,20 @@ class Recall:
         if m == 0:
             return tok, votes, np.zeros(n, dtype=np.int64)
         dots = torch.from_numpy(q) @ torch.from_numpy(self.keys[:m]).T  # exact integers
-        cos = dots * torch.from_numpy(inv)[:, None]  # two IEEE float32 products
-        cos = cos * torch.from_numpy(self.inv_norm[:m])[None, :]
+        cos = dots.numpy().astype(np.float64)
+        cos *= inv[:, None]
+        cos *= self.inv_norm[None, :m]
         if m > K:
-            top, part = torch.topk(cos, K, dim=1)  # its choice among ties may vary, but not
-            kth = top.amin(dim=1, keepdim=True)  # the K-th largest value
+            part = np.argpartition(cos, m - K, axis=1)[:, m - K:]  # [n, K], the K-th first
+            kth = np.take_along_axis(cos, part[:, :1], axis=1)
             ge = cos >= kth
-            if bool(torch.all(ge.sum(dim=1) == K)):  # no ties at the K-th: the same set
-                rows, cols = np.repeat(np.arange(n), K), part.numpy().reshape(-1)
+            if np.all(ge.sum(axis=1) == K):  # no ties at the K-th: the same set
+                rows, cols = np.repeat(np.arange(n), K), part.reshape(-1)
             else:
-                rows, cols = (a.numpy() for a in torch.nonzero(ge, as_tuple=True))
+                rows, cols = np.nonzero(ge)
         else:
             rows, cols = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
-        sim = cos.numpy()[rows, cols].astype(np.float64)
+        sim = cos[rows, cols]
         best = np.full(n, -np.inf)
         np.maximum.at(best, rows, sim)
         w = xm.exp(torch.from_numpy(self.theta * (sim - best[rows]))).numpy()
@@ -153,10 +153,10 @@ class Recall:
 
 
 def _inv_norm(q: np.ndarray) -> np.ndarray:
-    """1 / |q| per row (float32; 0 for a zero row): an exact integer sum, then IEEE sqrt,
-    division and rounding to float32."""
+    """1 / |q| per row (float64; 0 for a zero row): an exact integer sum, then IEEE sqrt and
+    division."""
     qi = q.astype(np.int64)
     sq = np.einsum("ij,ij->i", qi, qi)
     with np.errstate(divide="ignore"):
         inv = 1.0 / np.sqrt(sq.astype(np.float64))
-    return np.where(sq > 0, inv, 0.0).astype(np.float32)
+    return np.where(sq > 0, inv, 0.0)
