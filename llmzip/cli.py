@@ -43,9 +43,12 @@ def _report(name: str, stats: codec.Stats, seconds: float, compressing: bool) ->
     speed = raw / 1024 / seconds if seconds > 0 else 0.0
     tps = stats.tokens / seconds if seconds > 0 else 0.0
     verb = "compressed" if compressing else "decompressed"
+    # Slow runs (the portable mode on a few streams) keep their digits: never "0.0 KB/s".
+    kbs = f"{speed:.{3 if speed < 1 else 1}f}"
+    tokens = f"{tps:.{1 if tps < 10 else 0}f}"
     click.echo(
         f"{name}: {raw} -> {packed} bytes, {bpb:.3f} bits/byte, {verb} in {seconds:.1f} s "
-        f"({speed:.1f} KB/s, {tps:.0f} tokens/s, streams {stats.streams or '-'})",
+        f"({kbs} KB/s, {tokens} tokens/s, streams {stats.streams or '-'})",
         err=True,
     )
 

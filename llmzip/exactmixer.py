@@ -134,18 +134,10 @@ class ExactMixer:
             py = w0 * plm_y + _sum_columns(w * qy)
             resp = w0 * plm_y / py
             grad = w * (qy / py[:, None] - 1.0)
-            jj, ii = np.nonzero(present.T)  # component-major: a fixed order
-            step = np.repeat(self.config.mix_lr * grad[ii, jj], 3)
-            np.add.at(self.W, (np.repeat(jj, 3), idx[ii, jj].reshape(-1)), step)
-            np.clip(self.W, -mx._W_CLIP, mx._W_CLIP, out=self.W)
+            mx.step_weights(self.W, self.config.mix_lr, grad, present, idx)
         if self.b is not None:
             self._update_bias(torch.from_numpy(p_lm), torch.from_numpy(y), resp)
-        if self.ngram is not None:
-            self.ngram.update(y)
-        if self.recall is not None:
-            self.recall.update(y)
-        if self.match is not None:
-            self.match.update(y)
+        mx.update_components(self, y)
 
     def _update_bias(self, p_lm: torch.Tensor, y: torch.Tensor, resp: np.ndarray) -> None:
         """The SGD branches are the arithmetic that older portable files were made with,

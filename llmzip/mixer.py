@@ -247,6 +247,23 @@ def need_hidden(recall: Recall | None, hidden) -> tuple | None:
     return recall.predict(hidden)
 
 
+def step_weights(W: np.ndarray, lr: float, grad: np.ndarray, present: np.ndarray,
+                 idx: np.ndarray) -> None:
+    """W += lr * grad at each present component's 3 table entries idx [n, J, 3], in place;
+    ``add.at`` in component-major order, so every machine adds in the same order."""
+    jj, ii = np.nonzero(present.T)
+    step = np.repeat(lr * grad[ii, jj], 3)
+    np.add.at(W, (np.repeat(jj, 3), idx[ii, jj].reshape(-1)), step)
+    np.clip(W, -_W_CLIP, _W_CLIP, out=W)
+
+
+def update_components(mixer, y: np.ndarray) -> None:
+    """Teach the n-gram, recall and match models the tokens y, in this order (both mixers)."""
+    for component in (mixer.ngram, mixer.recall, mixer.match):
+        if component is not None:
+            component.update(y)
+
+
 class ContextMixer:
     """Combines the LM with the adaptive components for the streams of one frame.
 
@@ -332,18 +349,10 @@ class ContextMixer:
             py = w0 * plm_y + (w * qy).sum(axis=1)
             resp = w0 * plm_y / py
             grad = w * (qy / py[:, None] - 1.0)  # -d(code length)/dz_j
-            jj, ii = np.nonzero(present.T)  # component-major: a fixed order
-            step = np.repeat(self.config.mix_lr * grad[ii, jj], 3)
-            np.add.at(self.W, (np.repeat(jj, 3), idx[ii, jj].reshape(-1)), step)
-            np.clip(self.W, -_W_CLIP, _W_CLIP, out=self.W)
+            step_weights(self.W, self.config.mix_lr, grad, present, idx)
         if self.bias is not None:
             self.bias.update(x, inv, y, resp)
-        if self.ngram is not None:
-            self.ngram.update(y)
-        if self.recall is not None:
-            self.recall.update(y)
-        if self.match is not None:
-            self.match.update(y)
+        update_components(self, y)
 
     def _mix_geometric(self, x: np.ndarray, inv: np.ndarray) -> np.ndarray:
         """p(v) = p_lm(v) exp(S_v) / Z: each candidate entry e (n-gram slot or match) adds

@@ -40,6 +40,21 @@ def text_file(tmp_path) -> Path:
     return p
 
 
+@pytest.mark.parametrize("seconds, speed, tps", [
+    (433.7, "0.045 KB/s", "13 tokens/s"),  # a slow run must not read "0.0 KB/s"
+    (900.0, "0.022 KB/s", "6.1 tokens/s"),
+    (20.0, "0.977 KB/s", "273 tokens/s"),
+    (0.5, "39.1 KB/s", "10920 tokens/s"),
+])
+def test_verbose_report_keeps_small_speeds_readable(capsys, seconds, speed, tps):
+    from llmzip.cli import _report
+    from llmzip.codec import Stats
+
+    _report("a.txt", Stats(20000, 2904, 5460, 1, 0, [5]), seconds, True)
+    err = capsys.readouterr().err
+    assert f"({speed}, {tps}, streams [5])" in err, err
+
+
 def test_compress_decompress_files(tiny_env, text_file, tmp_path):
     r = invoke(["compress", *OPTS, "-v", str(text_file)])
     assert r.exit_code == 0, r.output
