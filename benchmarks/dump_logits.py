@@ -1,9 +1,9 @@
 """Record the LM's logits of a text, for tuning the mixer offline (measuring only, never coding).
 
-    python benchmarks/dump_logits.py FILE NAME [--bytes N] [--out DIR]
+    python benchmarks/dump_logits.py FILE NAME [--bytes N] [--out DIR] [--window W]
 
 Writes DIR/NAME.tokens.npy (int32 [N]) and DIR/NAME.logits.npy (float16 [N, V], logits[i]
-predicts tokens[i]) with a 1024-token sliding window (stride 512), single stream, using
+predicts tokens[i]) with a W-token sliding window (default 1024, stride W/2), single stream, using
 transformers' full-sequence forward pass, and prints the LM-alone bits per byte.
 """
 
@@ -18,8 +18,6 @@ import torch
 
 from llmzip import model as models
 
-WINDOW, STRIDE = 1024, 512
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -27,6 +25,7 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("--bytes", type=int)
     ap.add_argument("--out", default="/tmp/llmzip_logits")
+    ap.add_argument("--window", type=int, default=1024, help="tokens of context [1024]")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -44,8 +43,8 @@ def main() -> None:
     seq = np.concatenate([[loaded.start_token], ids]).astype(np.int64)
     done, start = 0, time.time()
     while done < n:
-        lo = max(0, done - (WINDOW - STRIDE))
-        hi = min(lo + WINDOW, n)
+        lo = max(0, done - args.window // 2)
+        hi = min(lo + args.window, n)
         with torch.no_grad():
             lg = lm(torch.from_numpy(seq[lo:hi])[None]).logits[0].float()
         logits[done:hi] = lg[done - lo :].numpy().astype(np.float16)
