@@ -247,14 +247,21 @@ def need_hidden(recall: Recall | None, hidden) -> tuple | None:
     return recall.predict(hidden)
 
 
+def _add_to_entries(W: np.ndarray, comp: np.ndarray, entries: np.ndarray,
+                    step: np.ndarray) -> None:
+    """W[comp[i], entries[i, :]] += step[i] for each i, in this order (``add.at``: the same
+    sums on every machine), then clip."""
+    per = entries.shape[1]
+    np.add.at(W, (np.repeat(comp, per), entries.reshape(-1)), np.repeat(step, per))
+    np.clip(W, -_W_CLIP, _W_CLIP, out=W)
+
+
 def step_weights(W: np.ndarray, lr: float, grad: np.ndarray, present: np.ndarray,
                  idx: np.ndarray) -> None:
-    """W += lr * grad at each present component's 3 table entries idx [n, J, 3], in place;
-    ``add.at`` in component-major order, so every machine adds in the same order."""
+    """The linear mixture's SGD step (both mixers): W += lr * grad at each present
+    component's table entries idx [n, J, 3], in place, component-major."""
     jj, ii = np.nonzero(present.T)
-    step = np.repeat(lr * grad[ii, jj], 3)
-    np.add.at(W, (np.repeat(jj, 3), idx[ii, jj].reshape(-1)), step)
-    np.clip(W, -_W_CLIP, _W_CLIP, out=W)
+    _add_to_entries(W, jj, idx[ii, jj], lr * grad[ii, jj])
 
 
 def update_components(mixer, y: np.ndarray) -> None:
@@ -401,7 +408,5 @@ class ContextMixer:
         """SGD on -log p(y): d/dw_e = (p(tok_e) - [tok_e == y]) * F_e."""
         grad = (p_tok - (tok == y[:, None])) * f
         ii, ee = np.nonzero(valid)
-        step = np.repeat(-self.config.mix_lr * grad[ii, ee], 3)
-        comp = np.repeat(self.entry_comp[ee], 3)
-        np.add.at(self.W, (comp, idx[ii, ee].reshape(-1)), step)
-        np.clip(self.W, -_W_CLIP, _W_CLIP, out=self.W)
+        _add_to_entries(self.W, self.entry_comp[ee], idx[ii, ee],
+                        -self.config.mix_lr * grad[ii, ee])
