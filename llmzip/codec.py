@@ -18,13 +18,15 @@ import numpy as np
 
 from llmzip import container as fmt
 from llmzip.coder import Decoder, Encoder
-from llmzip.errors import ChecksumError, FormatError, MismatchError
+from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
 from llmzip.exactllama import MAX_WINDOW as EXACT_MAX_WINDOW
+from llmzip.llama import longest_window
 from llmzip.mixer import MixConfig, UnknownSettings
 from llmzip.numerics import Numerics, numerics_for
 from llmzip.predictor import Predictor, stream_starts
 
 DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
+BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
 DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
 MIN_SEGMENT_TOKENS = 1024  # auto streams: segments at least this long
@@ -133,6 +135,10 @@ class _FrameEncoder:
         self.settings = settings
         self.numerics = numerics
         self.model = numerics.load_model(settings.model)
+        longest = longest_window(self.model.llama.config)
+        if longest is not None and settings.window > longest:
+            raise ModelError(f"a {settings.window}-token window is too long for this model: it "
+                             f"takes at most {longest} (use --context {longest})")
 
     def header(self) -> fmt.Header:
         s = self.settings

@@ -21,8 +21,12 @@ _SETTINGS_OPTIONS = [
     click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
                  help="Streams coded in lockstep per frame [default: auto, by input size]."),
     click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
-                 default=codec.DEFAULT_WINDOW, show_default=True,
-                 help="Context window (tokens)."),
+                 help=f"Context window (tokens), at most half the model's trained positions "
+                 f"[default: {codec.DEFAULT_WINDOW}; {codec.BEST_WINDOW} with --best]."),
+    click.option("--best", is_flag=True,
+                 help=f"Best ratio, slowest: one stream per frame and a {codec.BEST_WINDOW}-token "
+                 f"window (--streams 1 --context {codec.BEST_WINDOW}; either flag given "
+                 "still wins)."),
     click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
                  default=codec.DEFAULT_PRIME, show_default=True,
                  help="Tokens the first stream codes alone before the others start from its "
@@ -56,11 +60,16 @@ def settings_options(f: Callable) -> Callable:
     return f
 
 
-def settings_from(model: str | None, streams: int | None, window: int, prime: int, dtype: str,
-                  portable: bool, device: str, threads: int | None, frame_size: int,
-                  no_ngram: bool, no_match: bool, no_bias: bool,
+def settings_from(model: str | None, streams: int | None, window: int | None, best: bool,
+                  prime: int, dtype: str, portable: bool, device: str, threads: int | None,
+                  frame_size: int, no_ngram: bool, no_match: bool, no_bias: bool,
                   no_recall: bool) -> codec.Settings:
-    """Settings from the options of settings_options(); a bad combination is a UsageError."""
+    """Settings from the options of settings_options(); a bad combination is a UsageError.
+    ``--best`` only changes the defaults of --streams and --context."""
+    if window is None:
+        window = codec.BEST_WINDOW if best else codec.DEFAULT_WINDOW
+    if streams is None and best:
+        streams = 1
     if portable:
         if dtype not in ("auto", "portable"):
             raise click.UsageError("--portable and --dtype disagree")

@@ -44,7 +44,7 @@ def build_model_dir(path: Path, seed: int = 0, layers: int = 2) -> Path:
         "intermediate_size": inter, "num_hidden_layers": layers,
         "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
         "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
-        "max_position_embeddings": 512, "bos_token_id": 0, "eos_token_id": 0,
+        "max_position_embeddings": 16384, "bos_token_id": 0, "eos_token_id": 0,
     }
     (path / "config.json").write_text(json.dumps(config))
     g = torch.Generator().manual_seed(seed)

@@ -130,6 +130,49 @@ def test_usage_errors_exit_2(tiny_env, text_file):
     assert r.exit_code == 2
 
 
+def _settings(*argv):
+    """The Settings that `compress` would build from these flags."""
+    import click
+
+    from llmzip.options import settings_from, settings_options
+
+    seen = {}
+    cmd = settings_options(click.Command("c", callback=lambda **o: seen.update(o)))
+    cmd.main(list(argv), standalone_mode=False)
+    return settings_from(**seen)
+
+
+def test_best_sets_one_stream_and_the_full_window_unless_told_otherwise():
+    from llmzip import codec
+
+    plain = _settings()
+    assert (plain.streams, plain.window) == (None, codec.DEFAULT_WINDOW)
+    best = _settings("--best")
+    assert (best.streams, best.window) == (1, codec.BEST_WINDOW)
+    assert (_settings("--best", "--context", "64").window, _settings("--best", "--streams", "3")
+            .streams) == (64, 3)
+    assert _settings("--best", "--portable").window == codec.BEST_WINDOW  # exact up to 8192
+
+
+def test_best_round_trip(tiny_env, text_file, tmp_path):
+    r = invoke(["compress", "--best", "--threads", "1", "-c", str(text_file)])
+    assert r.exit_code == 0, r.output
+    packed = tmp_path / "best.llmz"
+    packed.write_bytes(r.stdout_bytes)
+    info = invoke(["info", str(packed)]).stdout
+    assert "window 4096 tokens" in info and "in 1 streams" in info, info
+    r = invoke(["decompress", "-c", str(packed)])
+    assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
+
+
+def test_window_longer_than_the_model_takes_is_one_line_exit_1(tiny_env, text_file, tmp_path):
+    out = tmp_path / "long.llmz"
+    r = invoke(["compress", "--context", "8193", "-o", str(out), str(text_file)])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "at most 8192" in r.stderr and not out.exists()  # the tiny model: 16384 positions
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_info_and_test(tiny_env, text_file):
     invoke(["compress", *OPTS, str(text_file)])
     packed = str(text_file) + ".llmz"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from llmzip import model as models
-from llmzip.llama import Llama
+from llmzip.llama import Llama, LlamaConfig, longest_window
 
 
 def _llama(path: str) -> Llama:
@@ -72,3 +72,10 @@ def test_window_slides_without_growing(tiny_model):
     for t in range(50):
         llama.step(cache, torch.tensor([t % llama.config.vocab_size]))
     assert cache.k.shape[3] == 8 and cache.t == 50
+
+
+def test_longest_window_keeps_sinks_within_the_trained_positions(tiny_model):
+    config = _llama(tiny_model).config
+    assert config.max_positions == 16384 and longest_window(config) == 8192
+    unknown = LlamaConfig(**{**config.__dict__, "max_positions": None})
+    assert longest_window(unknown) is None
