@@ -14,6 +14,16 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALICE = DATA / "alice29.txt"
+PYTHON_LICENSE = Path(os.__file__).parent / "LICENSE.txt"  # ~14 KB of English, in most installs
+
+
+def english_text() -> bytes:
+    """A few KB of English prose for the real-model tests: alice29.txt from ../shared/data,
+    or, in a checkout without it, Python's own LICENSE.txt (skip if neither is there)."""
+    for path in (ALICE, PYTHON_LICENSE):
+        if path.is_file():
+            return path.read_bytes()
+    pytest.skip("no English sample: neither ../shared/data/alice29.txt nor Python's LICENSE.txt")
 CORPUS = (
     "Alice was beginning to get very tired of sitting by her sister on the bank, and of "
     "having nothing to do: once or twice she had peeped into the book her sister was "

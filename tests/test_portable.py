@@ -29,7 +29,7 @@ from llmzip.exactmixer import ExactMixer
 from llmzip.listing import describe
 from llmzip.llama import Llama, LlamaConfig
 from llmzip.mixer import MixConfig
-from tests.conftest import ALICE, CORPUS
+from tests.conftest import CORPUS, english_text
 
 # Environments that change the kernels torch runs: no SIMD at all, or AVX2 only, one thread.
 OTHER_ENVS = [
@@ -239,7 +239,7 @@ def test_portable_file_decodes_in_another_environment(tiny_model, tmp_path, env)
 @pytest.mark.slow
 def test_real_model_portable_file_decodes_with_avx2_and_one_thread(real_model, tmp_path):
     """The acceptance check of the portable mode, on the default model and settings."""
-    data = ALICE.read_bytes()[3000:5000]
+    data = english_text()[3000:5000]
     path = tmp_path / "alice.llmz"
     path.write_bytes(llmzip.compress(data, model=real_model, dtype="portable", threads=2))
     assert _decode_elsewhere(path, real_model, OTHER_ENVS[1]) == data
