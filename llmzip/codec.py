@@ -222,6 +222,17 @@ class _FrameDecoder:
         self.device = device
         self._model = None
         self._mix: MixConfig | None = None
+        self.foreign_env: str | None = None  # set when --ignore-env let a mismatch through
+
+    def failure(self, index: int, message: str) -> str:
+        """The message for a coded frame whose content did not verify: a file made in another
+        numeric environment and decoded with --ignore-env is not corrupt, it needs its own
+        machine."""
+        if self.foreign_env is None:
+            return message
+        return (f"frame {index} did not decode: this machine ({self.foreign_env}) computes "
+                "other probabilities than the one that made the file; decode it there (files "
+                "made with --portable decode anywhere)")
 
     def _load(self):
         if self._model is None:
@@ -240,8 +251,10 @@ class _FrameDecoder:
                 numerics = Numerics(section.dtype, self.device or "cpu", self.threads)
             else:
                 numerics = Numerics(section.dtype, section.device, section.threads)
-            if (self.check_env and not numerics.portable
-                    and numerics.env_fingerprint() != section.env):
+            foreign = not numerics.portable and numerics.env_fingerprint() != section.env
+            if foreign and not self.check_env:
+                self.foreign_env = numerics.describe()
+            elif foreign:
                 raise MismatchError(
                     "this file was made in a different numeric environment (torch version, "
                     f"device or CPU instruction set; here: {numerics.describe()}) and may not "
@@ -282,7 +295,7 @@ class _FrameDecoder:
             try:
                 symbols = decoder.decode(probs)
             except ValueError:
-                raise FormatError(f"corrupt data in frame {index}") from None
+                raise ChecksumError(f"corrupt data in frame {index}") from None
             table[: probs.shape[0], t] = symbols
             return symbols
 
@@ -321,13 +334,19 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
             if progress:
                 progress(len(data))
         else:
-            data = decoder.decode(frame, index, progress)
+            try:
+                data = decoder.decode(frame, index, progress)
+            except ChecksumError as e:
+                raise ChecksumError(decoder.failure(index, str(e))) from None
             stats.tokens += sum(frame.tokens)
             stats.streams.append(len(frame.tokens))
         if len(data) != (frame.length if isinstance(frame, fmt.CodedFrame) else len(data)) or (
             zlib.crc32(data) != frame.crc
         ):
-            raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
+            message = f"checksum mismatch in frame {index}: the file is corrupt"
+            if isinstance(frame, fmt.CodedFrame):
+                message = decoder.failure(index, message)
+            raise ChecksumError(message)
         dst.write(data)
         dst.flush()
         stats.input_bytes += len(data)

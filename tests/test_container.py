@@ -107,6 +107,21 @@ def test_other_numeric_environment_is_refused(tiny_model, sample, monkeypatch):
     assert llmzip.decompress(blob, model=tiny_model, check_env=False) == data
 
 
+def test_foreign_environment_failure_is_not_called_corruption(tiny_model, sample, monkeypatch):
+    """With --ignore-env a file from another machine may not verify; the message says why
+    (measured: files made on an AVX2 host fail their checksum on an AVX-512 one)."""
+    _, blob = sample
+    bad = bytearray(blob)
+    bad[-20] ^= 0x10  # inside the coded payload: what a different computation would decode
+    with pytest.raises(ChecksumError, match="corrupt"):
+        llmzip.decompress(bytes(bad), model=tiny_model)
+    monkeypatch.setattr(numerics.Numerics, "describe", lambda self: "some other machine")
+    with pytest.raises(ChecksumError, match=r"frame 1 did not decode: this machine \(some "
+                       r"other machine\) computes other probabilities.*--portable") as e:
+        llmzip.decompress(bytes(bad), model=tiny_model, check_env=False)
+    assert "corrupt" not in str(e.value)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_parser_never_crashes_on_garbage(blob):
