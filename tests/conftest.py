@@ -24,6 +24,8 @@ def english_text() -> bytes:
         if path.is_file():
             return path.read_bytes()
     pytest.skip("no English sample: neither ../shared/data/alice29.txt nor Python's LICENSE.txt")
+
+
 CORPUS = (
     "Alice was beginning to get very tired of sitting by her sister on the bank, and of "
     "having nothing to do: once or twice she had peeped into the book her sister was "
