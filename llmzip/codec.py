@@ -311,6 +311,11 @@ class _FrameDecoder:
         return data
 
 
+def _verify(data: bytes, length: int, crc: int, index: int) -> None:
+    if len(data) != length or zlib.crc32(data) != crc:
+        raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
+
+
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
                       check_env: bool = True, progress: Progress | None = None,
                       threads: int | None = None, device: str | None = None) -> Stats:
@@ -330,23 +335,18 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
         index += 1
         if isinstance(frame, fmt.StoredFrame):
             data = frame.data
+            _verify(data, len(data), frame.crc, index)
             stats.stored_frames += 1
             if progress:
                 progress(len(data))
         else:
             try:
                 data = decoder.decode(frame, index, progress)
+                _verify(data, frame.length, frame.crc, index)
             except ChecksumError as e:
                 raise ChecksumError(decoder.failure(index, str(e))) from None
             stats.tokens += sum(frame.tokens)
             stats.streams.append(len(frame.tokens))
-        if len(data) != (frame.length if isinstance(frame, fmt.CodedFrame) else len(data)) or (
-            zlib.crc32(data) != frame.crc
-        ):
-            message = f"checksum mismatch in frame {index}: the file is corrupt"
-            if isinstance(frame, fmt.CodedFrame):
-                message = decoder.failure(index, message)
-            raise ChecksumError(message)
         dst.write(data)
         dst.flush()
         stats.input_bytes += len(data)
