@@ -6,8 +6,9 @@
     b'hello'
 """
 
-from llmzip.codec import Settings, compress, decompress
+from llmzip.codec import compress, decompress
 from llmzip.errors import LlmzipError
+from llmzip.settings import Settings
 
 __all__ = ["LlmzipError", "Settings", "compress", "decompress"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,73 +12,124 @@ that flag). The step is
 - else plain SGD: ``b -= lr * g``;
 
 then ``b`` is clipped to ``[-CLIP, CLIP]``. One b shared by the streams of a frame, or one per
-stream (a step per token either way).
+stream.
 
-The mixer owns the softmax (float32 exp, see mixer.py); this class only holds b (and G) and
-applies the update, in a fixed order with numpy only, so encoder and decoder hold the same b.
+Exactness: b and G are float64 and change only by correctly rounded element-wise operations.
+The one sum over streams (the shared gradient) is exact: each stream's ``r_i p_lm_i`` is
+rounded to a multiple of 2**-GRAD_BITS first (format 3), or summed term by term in stream
+order (the legacy arithmetic of formats 1-2, kept operation for operation so their files
+decode).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import torch
+
+from llmzip.settings import MixConfig
 
 CLIP = 8.0
 ADA_EPS = 0.25  # part of the format: the AdaGrad step is lr * g / sqrt(ADA_EPS + G)
+GRAD_BITS = 40  # format 3: the shared gradient in units of 2**-40 (integers below 2**53)
+F64 = torch.float64
 
 
 def shared_step(lr: float, n: int, per_token: bool) -> float:
-    """The shared bias's step size for a lockstep step of n streams (both numeric modes)."""
+    """The shared bias's step size for a lockstep step of n streams."""
     return lr if per_token else lr / n
 
 
 class Bias:
-    def __init__(self, vocab_size: int, lr: float, streams: int | None = None,
-                 per_token: bool = True, adaptive: bool = False) -> None:
-        """streams=None: one bias [V] shared by all streams; else one per stream [S, V]."""
-        shape = vocab_size if streams is None else (streams, vocab_size)
-        self.b = np.zeros(shape)
-        self.b32 = np.zeros(shape, dtype=np.float32)  # what apply() adds
-        self.g2 = np.zeros(shape) if adaptive else None  # AdaGrad's sum of squared gradients
-        self.lr = lr
-        self.per_token = per_token
+    def __init__(self, vocab_size: int, config: MixConfig, streams: int,
+                 legacy: bool = False) -> None:
+        shape = (vocab_size,) if config.shared else (streams, vocab_size)
+        self.b = torch.zeros(shape, dtype=F64)
+        self.b32 = torch.zeros(shape, dtype=torch.float32)  # what apply() adds (format 3)
+        self.g2 = torch.zeros(shape, dtype=F64) if config.bias_adaptive else None
+        self.lr = config.bias_lr
+        self.per_token = config.bias_sum
+        self.legacy = legacy
 
-    def apply(self, x: np.ndarray) -> None:
-        """Add the bias to logits x [n, V] float32, in place."""
-        x += self.b32 if self.b.ndim == 1 else self.b32[: len(x)]
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """logits [n, V] + b (float32 in format 3, float64 in the legacy arithmetic)."""
+        b = self.b if self.legacy else self.b32
+        return x + (b if b.ndim == 1 else b[: len(x)])
 
-    def update(self, e: np.ndarray, scale: np.ndarray, tokens: np.ndarray,
-               resp: np.ndarray) -> None:
-        """e [n, V] float32 with p_lm = e * scale[:, None]; resp [n] the LM responsibilities.
-        The SGD branches keep the exact operations older files were made with."""
-        n = len(tokens)
-        if self.b.ndim == 1 and self.g2 is not None:
-            f = shared_step(1.0, n, self.per_token)
-            g = np.einsum("i,ij->j", (resp * scale * f).astype(np.float32), e).astype(np.float64)
-            np.add.at(g, tokens, -(resp * f))
-            self._adagrad(self.b, self.g2, g)
-            self.b32[:] = self.b
-        elif self.b.ndim == 1:
-            lr = shared_step(self.lr, n, self.per_token)
-            c = (resp * scale * lr).astype(np.float32)
-            self.b -= np.einsum("i,ij->j", c, e)
-            np.add.at(self.b, tokens, resp * lr)
-            np.clip(self.b, -CLIP, CLIP, out=self.b)
-            self.b32[:] = self.b
-        elif self.g2 is not None:
-            g = e * (resp * scale)[:, None]
-            g[np.arange(n), tokens] -= resp
-            b, g2 = self.b[:n], self.g2[:n]
-            self._adagrad(b, g2, g)
-            self.b32[:n] = b
+    def update(self, f: torch.Tensor, total: torch.Tensor, y: torch.Tensor,
+               resp: torch.Tensor) -> None:
+        """One step for the streams of the last mix: ``p_lm = f / total`` (f [n, V] float64
+        integers, total [n, 1]), y [n] the tokens, resp [n] float64 the LM responsibilities."""
+        if self.legacy:
+            self._update_legacy(f / total, y, resp)
+            return
+        n = len(y)
+        rows = torch.arange(n)
+        if self.b.ndim == 1:
+            r = resp * shared_step(1.0, n, self.per_token)
+            unit = float(1 << GRAD_BITS)
+            c = (r * unit)[:, None] / total  # per row: p_lm * c is r p_lm in units
+            u = torch.round(f * c)  # integers <= 2**40
+            g = u.sum(dim=0)  # exact: below 2**53 for n < 2**12
+            g.index_put_((y,), -torch.round(r * unit), accumulate=True)  # exact integers
+            g = g * (1.0 / unit)
         else:
-            b = self.b[:n]
-            b -= e * (resp * scale * self.lr)[:, None]
-            b[np.arange(n), tokens] += resp * self.lr
-            np.clip(b, -CLIP, CLIP, out=b)
-            self.b32[:n] = b
+            g = f * (resp[:, None] / total)
+            g[rows, y] -= resp
+        if self.b.ndim == 1:
+            self.b, self.g2 = self._step(self.b, self.g2, g)
+            self.b32 = self.b.float()
+        else:
+            self.b[:n], g2 = self._step(self.b[:n], None if self.g2 is None else self.g2[:n], g)
+            if g2 is not None:
+                self.g2[:n] = g2
+            self.b32[:n] = self.b[:n].float()
 
-    def _adagrad(self, b: np.ndarray, g2: np.ndarray, g: np.ndarray) -> None:
-        """In place on views of self.b and self.g2 (float64)."""
-        g2 += g * g
-        b -= self.lr * g / np.sqrt(ADA_EPS + g2)
-        np.clip(b, -CLIP, CLIP, out=b)
+    def _step(self, b: torch.Tensor, g2: torch.Tensor | None,
+              g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """AdaGrad (or SGD) in float64: +, *, / and sqrt are correctly rounded (IEEE 754) on
+        every machine, element by element."""
+        if g2 is None:
+            return (b - g * self.lr).clamp_(-CLIP, CLIP), None
+        g2 = g2 + g * g
+        b = b - self.lr * g / torch.sqrt(ADA_EPS + g2)
+        return b.clamp_(-CLIP, CLIP), g2
+
+    def _update_legacy(self, p_lm: torch.Tensor, y: torch.Tensor, resp: torch.Tensor) -> None:
+        """Formats 1-2 (``--portable`` of llmzip 0.1), operation for operation: merging this
+        with the format-3 rule would round differently and break those files
+        (tests/golden/)."""
+        n = len(y)
+        lr = self.lr
+        r = [float(v) for v in resp]
+        if self.b.ndim == 1 and self.g2 is not None:
+            r = [v * shared_step(1.0, n, self.per_token) for v in r]
+            g = p_lm[0] * r[0]
+            for i in range(1, n):  # stream order: a fixed summation order
+                g = g + p_lm[i] * r[i]
+            for i in range(n):
+                g[y[i]] -= r[i]
+            self.b, self.g2 = self._adagrad_legacy(self.b, self.g2, g)
+        elif self.b.ndim == 1:
+            g = p_lm[0] * r[0]
+            for i in range(1, n):
+                g = g + p_lm[i] * r[i]
+            lr = shared_step(lr, n, self.per_token)
+            b = self.b - g * lr
+            for i in range(n):
+                b[y[i]] += r[i] * lr
+            self.b = b.clamp_(-CLIP, CLIP)
+        elif self.g2 is not None:
+            rr = torch.tensor(r, dtype=F64)[:, None]
+            g = p_lm * rr
+            g[torch.arange(n), y] -= rr[:, 0]
+            self.b[:n], self.g2[:n] = self._adagrad_legacy(self.b[:n], self.g2[:n], g)
+        else:
+            rr = torch.tensor(r, dtype=F64)[:, None]
+            b = self.b[:n] - p_lm * (rr * lr)
+            b[torch.arange(n), y] += rr[:, 0] * lr
+            self.b[:n] = b.clamp_(-CLIP, CLIP)
+
+    def _adagrad_legacy(self, b: torch.Tensor, g2: torch.Tensor,
+                        g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g2 = g2 + g * g
+        b = b - self.lr * g / torch.sqrt(ADA_EPS + g2)
+        return b.clamp_(-CLIP, CLIP), g2

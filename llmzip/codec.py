@@ -2,8 +2,12 @@
 
 The heart is :func:`_run_frame`, the one loop that the encoder and the decoder share: they differ
 only in the callback that turns a step's probabilities into tokens (encode the known tokens, or
-decode them). Everything the decoder needs to repeat the computation is in the header and in
-each frame's stream table.
+decode them). Everything the decoder needs to repeat the computation is in the header
+(settings.py's model section) and in each frame's stream table (layout.py).
+
+Each frame is coded the smallest of three ways: stored, raw LZMA2 (for what the model does not
+help: binary data, UTF-16, ...) or by the model. A file whose only frame is not coded by the
+model has no model section in its header.
 """
 
 from __future__ import annotations
@@ -19,84 +23,34 @@ import numpy as np
 from llmzip import container as fmt
 from llmzip.coder import Decoder, Encoder
 from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
-from llmzip.exactllama import MAX_WINDOW as EXACT_MAX_WINDOW
+from llmzip.kernels import configure
+from llmzip.layout import Layout
 from llmzip.llama import longest_window
-from llmzip.mixer import MixConfig, UnknownSettings
-from llmzip.numerics import Numerics, numerics_for
-from llmzip.predictor import Predictor, stream_starts
+from llmzip.model import LoadedModel, load
+from llmzip.predictor import Predictor
+from llmzip.settings import Coding, Settings, from_section, to_section
 
-DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
-BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
-DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
-DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
-MIN_SEGMENT_TOKENS = 1024  # auto streams: segments at least this long
-DEFAULT_PRIME = 128  # steps stream 0 runs alone to give the other streams a context (RESULTS.md)
-MAX_AUTO_STREAMS = 64  # auto streams: more gives little speed on CPU and costs KV memory
-BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: store it without the model
+BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: no model run for it
 
 Progress = Callable[[int], None]  # called with a number of input bytes just finished
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Compression settings. Those the decoder must reproduce go into the header."""
-
-    model: str | None = None  # path; None: $LLMZIP_MODEL or the installed default
-    streams: int | None = None  # None: automatic (segments of >= MIN_SEGMENT_TOKENS)
-    window: int = DEFAULT_WINDOW
-    sinks: int = DEFAULT_SINKS
-    prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
-    dtype: str = "auto"  # "portable": exact everywhere (exactllama.py), else machine-bound
-    device: str = "cpu"
-    threads: int | None = None
-    frame_size: int = DEFAULT_FRAME_SIZE
-    mix: MixConfig = field(default_factory=MixConfig)
-
-    def __post_init__(self) -> None:
-        if self.streams is not None and not 1 <= self.streams <= fmt.MAX_STREAMS:
-            raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
-        if not 0 <= self.sinks < self.window <= fmt.MAX_WINDOW or self.window < 8:
-            raise ValueError(f"window must be in 8..{fmt.MAX_WINDOW} and larger than sinks")
-        if not 0 <= self.prime <= fmt.MAX_WINDOW:
-            raise ValueError(f"prime must be in 0..{fmt.MAX_WINDOW}")
-        if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
-            raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
-        if self.dtype == "portable":
-            if self.window > EXACT_MAX_WINDOW:
-                raise ValueError(f"the portable mode takes windows up to {EXACT_MAX_WINDOW}")
-            if self.mix.geometric:
-                raise ValueError("the portable mode has no geometric mixture")
-
-
 @dataclass
 class Stats:
-    """What a run did, for -v and benchmarks."""
+    """What a run did, for -v and benchmarks: original and compressed sizes either way."""
 
-    input_bytes: int = 0
-    output_bytes: int = 0
+    raw_bytes: int = 0
+    packed_bytes: int = 0
     tokens: int = 0
     frames: int = 0
-    stored_frames: int = 0
+    stored_frames: int = 0  # stored or lzma: not coded by the model
     streams: list[int] = field(default_factory=list)
 
 
-def segment_lengths(n_tokens: int, streams: int | None, prime: int = 0) -> list[int]:
-    """Split n tokens into contiguous segments, one per stream: non-increasing lengths, the
-    first ones one longer, and with more than one stream the first ``prime`` tokens more
-    (stream 0 runs alone for ``prime`` steps; predictor.py). Fewer streams when the tokens
-    after the prime do not give each stream one."""
-    if streams is None:
-        streams = min(MAX_AUTO_STREAMS, max(1, n_tokens // MIN_SEGMENT_TOKENS))
-    streams = max(1, min(streams, n_tokens - prime))
-    return list(fmt.even_lengths(n_tokens, streams, prime))
-
-
-def _run_frame(predictor: Predictor, lengths: list[int],
-               code: Callable[[int, np.ndarray], np.ndarray],
+def _run_frame(predictor: Predictor, code: Callable[[int, np.ndarray], np.ndarray],
                progress: Callable[[int], None] | None = None) -> None:
-    """The shared encode/decode loop: step, code one token per active stream, observe.
-    Stream 0 starts first and ends last, so the frame takes ``lengths[0]`` steps."""
-    for t in range(lengths[0]):
+    """The shared encode/decode loop: step, code one token per active stream, observe."""
+    for t in range(predictor.layout.steps):
         probs = predictor.step()
         predictor.observe(code(t, probs))
         if progress:
@@ -131,40 +85,38 @@ def _read_chunks(src: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 class _FrameEncoder:
-    def __init__(self, settings: Settings, numerics: Numerics) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.numerics = numerics
-        self.model = numerics.load_model(settings.model)
+        configure(settings.device, settings.threads)
+        self.model = load(settings.model, settings.device)
         longest = longest_window(self.model.llama.config)
         if longest is not None and settings.window > longest:
             raise ModelError(f"a {settings.window}-token window is too long for this model: it "
                              f"takes at most {longest} (use --context {longest})")
-
-    def header(self) -> fmt.Header:
-        s = self.settings
-        section = fmt.ModelSection(
-            self.model.fingerprint, self.numerics.dtype_name, self.numerics.device_kind,
-            self.numerics.threads, self.numerics.env_fingerprint(), s.window, s.sinks,
-            s.mix.to_bytes(), s.prime,
-        )
-        return fmt.Header(s.frame_size, section, portable=self.numerics.portable)
+        self.section = to_section(settings, self.model.fingerprint)
+        self.coding = from_section(self.section)  # exactly what the decoder will read
 
     def encode(self, data: bytes, stats: Stats, progress: Progress | None) -> fmt.Frame:
+        """The smallest of the stored, lzma and (for text) model-coded forms of a frame."""
         crc = zlib.crc32(data)
-        stored = fmt.StoredFrame(data, crc)
+        choices: list[fmt.Frame] = [fmt.StoredFrame(data, crc)]
+        if data:
+            choices.append(fmt.LzmaFrame(len(data), crc, fmt.lzma_pack(data)))
         tokens = self.model.tokens.encode(data)
-        if len(tokens) == 0 or len(tokens) > BINARY_TOKENS_PER_BYTE * len(data):
-            if progress:
-                progress(len(data))
-            return stored
-        s = self.settings
-        lengths = segment_lengths(len(tokens), s.streams, s.prime)
-        starts = stream_starts(lengths, s.prime)
-        table = np.zeros((len(lengths), lengths[0]), dtype=np.int64)  # [streams, steps]
-        at = 0
-        for i, n in enumerate(lengths):
-            table[i, starts[i] : starts[i] + n] = tokens[at : at + n]
-            at += n
+        if 0 < len(tokens) <= BINARY_TOKENS_PER_BYTE * len(data):
+            choices.append(self._code(data, crc, tokens, progress))
+        elif progress:
+            progress(len(data))
+        best = min(choices, key=lambda f: len(fmt.frame_bytes(f, self.coding.prime)))
+        if isinstance(best, fmt.CodedFrame):
+            stats.tokens += len(tokens)
+            stats.streams.append(len(best.tokens))
+        return best
+
+    def _code(self, data: bytes, crc: int, tokens: np.ndarray,
+              progress: Progress | None) -> fmt.CodedFrame:
+        layout = Layout.split(len(tokens), self.settings.streams, self.coding.prime)
+        table = layout.scatter(tokens)  # [streams, steps]
         encoder = Encoder()
 
         def code(t: int, probs: np.ndarray) -> np.ndarray:
@@ -172,96 +124,73 @@ class _FrameEncoder:
             encoder.encode(symbols, probs)
             return symbols
 
-        predictor = Predictor(self.model, lengths, s.window, s.sinks, s.mix, s.prime)
-        _run_frame(predictor, lengths, code, _frame_progress(progress, len(data), lengths[0]))
-        frame = fmt.CodedFrame(len(data), crc, tuple(lengths), encoder.finish())
-        if len(fmt.frame_bytes(frame, s.prime)) >= len(fmt.frame_bytes(stored)):
-            return stored
-        stats.tokens += len(tokens)
-        stats.streams.append(len(lengths))
-        return frame
+        predictor = Predictor(self.model, layout, self.coding)
+        _run_frame(predictor, code, _frame_progress(progress, len(data), layout.steps))
+        return fmt.CodedFrame(len(data), crc, layout.lengths, encoder.finish())
 
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = None,
                     progress: Progress | None = None) -> Stats:
     """Compress everything readable from ``src`` into ``dst``; memory is bounded by the frame
-    size, not the input size."""
+    size (two frames are read ahead), not by the input size."""
     settings = settings or Settings()
-    numerics = numerics_for(settings)
-    enc = _FrameEncoder(settings, numerics)
+    enc = _FrameEncoder(settings)
     stats = Stats()
-    header = enc.header().to_bytes()
-    dst.write(header)
-    stats.output_bytes += len(header)
+    chunks = _read_chunks(src, settings.frame_size)
     total_crc = 0
-    for chunk in _read_chunks(src, settings.frame_size):
+    pending = next(chunks, None)
+    if pending is None:  # empty input: no frame, no model section
+        _write(dst, fmt.Header(settings.frame_size, None).to_bytes(), stats)
+    first = True
+    while pending is not None:
+        chunk, pending = pending, next(chunks, None)
         frame = enc.encode(chunk, stats, progress)
-        out = fmt.frame_bytes(frame, settings.prime)
-        dst.write(out)
-        dst.flush()  # a pipe's reader gets each frame as soon as it is done
-        stats.input_bytes += len(chunk)
-        stats.output_bytes += len(out)
+        if first:  # the model section only where a frame may need it
+            single = pending is None and not isinstance(frame, fmt.CodedFrame)
+            header = fmt.Header(settings.frame_size, None if single else enc.section)
+            _write(dst, header.to_bytes(), stats)
+            first = False
+        _write(dst, fmt.frame_bytes(frame, enc.coding.prime), stats)
+        stats.raw_bytes += len(chunk)
         stats.frames += 1
-        stats.stored_frames += isinstance(frame, fmt.StoredFrame)
+        stats.stored_frames += not isinstance(frame, fmt.CodedFrame)
         total_crc = zlib.crc32(chunk, total_crc)
-    end = fmt.frame_bytes(fmt.End(stats.input_bytes, total_crc))
-    dst.write(end)
-    stats.output_bytes += len(end)
+    end = fmt.End(None, None) if stats.frames <= 1 else fmt.End(stats.raw_bytes, total_crc)
+    _write(dst, fmt.frame_bytes(end), stats)
     return stats
 
 
-class _FrameDecoder:
-    """Decodes coded frames; loads the model on the first one (stored-only files need none)."""
+def _write(dst: BinaryIO, data: bytes, stats: Stats) -> None:
+    dst.write(data)
+    dst.flush()  # a pipe's reader gets each frame as soon as it is done
+    stats.packed_bytes += len(data)
 
-    def __init__(self, header: fmt.Header, model: str | None, check_env: bool,
-                 threads: int | None = None, device: str | None = None) -> None:
+
+class _FrameDecoder:
+    """Decodes frames; loads the model on the first coded one (other files need none)."""
+
+    def __init__(self, header: fmt.Header, model: str | None, threads: int | None = None,
+                 device: str | None = None) -> None:
         self.header = header
         self.model_spec = model
-        self.check_env = check_env
         self.threads = threads
-        self.device = device
-        self._model = None
-        self._mix: MixConfig | None = None
-        self.foreign_env: str | None = None  # set when --ignore-env let a mismatch through
+        self.device = device or "cpu"
+        self._model: LoadedModel | None = None
+        self.coding: Coding | None = None
 
-    def failure(self, index: int, message: str) -> str:
-        """The message for a coded frame whose content did not verify: a file made in another
-        numeric environment and decoded with --ignore-env is not corrupt, it needs its own
-        machine."""
-        if self.foreign_env is None:
-            return message
-        return (f"frame {index} did not decode: this machine ({self.foreign_env}) computes "
-                "other probabilities than the one that made the file; decode it there (files "
-                "made with --portable decode anywhere)")
-
-    def _load(self):
+    def _load(self) -> LoadedModel:
         if self._model is None:
             section = self.header.model
             assert section is not None
-            try:
-                self._mix = MixConfig.from_bytes(section.mix)
-            except UnknownSettings as e:
-                raise FormatError(f"made by a newer llmzip, or corrupt: {e}; try upgrading "
-                                  "llmzip") from None
-            except ValueError as e:
-                raise FormatError(f"corrupt file: bad mixer settings ({e})") from None
-            if self.header.portable and section.window > EXACT_MAX_WINDOW:
-                raise FormatError("corrupt file: window too large for the portable mode")
-            if self.header.portable:  # any device, any thread count: the decoder's choice
-                numerics = Numerics(section.dtype, self.device or "cpu", self.threads)
-            else:
-                numerics = Numerics(section.dtype, section.device, section.threads)
-            foreign = not numerics.portable and numerics.env_fingerprint() != section.env
-            if foreign and not self.check_env:
-                self.foreign_env = numerics.describe()
-            elif foreign:
+            if section.engine == fmt.ENGINE_MACHINE_BOUND:
                 raise MismatchError(
-                    "this file was made in a different numeric environment (torch version, "
-                    f"device or CPU instruction set; here: {numerics.describe()}) and may not "
-                    "decode here; pass --ignore-env to try anyway (the checksum still guards "
-                    "the result)"
-                )
-            model = numerics.load_model(self.model_spec)
+                    "this file was made by llmzip 0.1 in its machine-bound (non-portable) mode, "
+                    "which only that version on the machine that made it can decode; files "
+                    "made since decode anywhere")
+            self.coding = from_section(section)
+            configure(self.device, self.threads)
+            model = load(self.model_spec, self.device,
+                         legacy=section.engine == fmt.ENGINE_LEGACY)
             if model.fingerprint != section.fingerprint:
                 raise MismatchError(
                     f"this file was made with another model (fingerprint "
@@ -271,21 +200,36 @@ class _FrameDecoder:
             self._model = model
         return self._model
 
-    def decode(self, frame: fmt.CodedFrame, index: int, progress: Progress | None) -> bytes:
-        # The encoder stores any frame denser than this, so no file of ours exceeds it; the
+    def decode(self, frame: fmt.Frame, index: int, progress: Progress | None) -> bytes:
+        if isinstance(frame, fmt.StoredFrame):
+            data = frame.data
+            if progress:
+                progress(len(data))
+        elif isinstance(frame, fmt.LzmaFrame):
+            data = fmt.lzma_unpack(frame.payload, frame.length)
+            if progress:
+                progress(len(data))
+        else:
+            data = self._decode_coded(frame, index, progress)
+            if len(data) != frame.length:
+                raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
+        if zlib.crc32(data) != frame.crc:
+            raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
+        return data
+
+    def _decode_coded(self, frame: fmt.CodedFrame, index: int,
+                      progress: Progress | None) -> bytes:
+        # The encoder never codes a frame denser than this, so no file of ours exceeds it; the
         # range decoder never runs out of input, so this bounds the work a forged count costs.
         if sum(frame.tokens) > BINARY_TOKENS_PER_BYTE * frame.length:
             raise FormatError(f"corrupt file: frame {index}: more tokens than its length allows")
         model = self._load()
-        section = self.header.model
-        assert section is not None and self._mix is not None
-        lengths = list(frame.tokens)
         try:
-            starts = stream_starts(lengths, section.prime)
+            layout = Layout(frame.tokens, self.coding.prime)
         except ValueError:
             raise FormatError(f"corrupt file: frame {index}: stream token counts do not fit "
                               "the header") from None
-        table = np.zeros((len(lengths), lengths[0]), dtype=np.int64)  # [streams, steps]
+        table = np.zeros((layout.streams, layout.steps), dtype=np.int64)
         try:
             decoder = Decoder(frame.payload)
         except ValueError as e:
@@ -299,60 +243,39 @@ class _FrameDecoder:
             table[: probs.shape[0], t] = symbols
             return symbols
 
-        predictor = Predictor(model, lengths, section.window, section.sinks, self._mix,
-                              section.prime)
-        _run_frame(predictor, lengths, code, _frame_progress(progress, frame.length, lengths[0]))
-        tokens = np.concatenate([table[i, a : a + n] for i, (a, n) in enumerate(zip(starts,
-                                                                                  lengths))])
+        predictor = Predictor(model, layout, self.coding)
+        _run_frame(predictor, code, _frame_progress(progress, frame.length, layout.steps))
         try:
-            data = model.tokens.decode(tokens)
+            return model.tokens.decode(layout.gather(table))
         except ValueError:
             raise ChecksumError(f"corrupt data in frame {index} (undecodable tokens)") from None
-        return data
-
-
-def _verify(data: bytes, length: int, crc: int, index: int) -> None:
-    if len(data) != length or zlib.crc32(data) != crc:
-        raise ChecksumError(f"checksum mismatch in frame {index}: the file is corrupt")
 
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
-                      check_env: bool = True, progress: Progress | None = None,
-                      threads: int | None = None, device: str | None = None) -> Stats:
+                      progress: Progress | None = None, threads: int | None = None,
+                      device: str | None = None) -> Stats:
     """Decompress a whole container from ``src`` to ``dst``, verifying every checksum. Writes
-    each frame only after its checksum matched; memory is bounded by the frame size.
-    ``threads`` and ``device`` apply to portable files; a machine-bound file decodes with the
-    settings it was made with."""
+    each frame only after its checksum matched; memory is bounded by the frame size. Any
+    device and thread count give the same bytes."""
     header = fmt.Header.read(src)
-    decoder = _FrameDecoder(header, model, check_env, threads, device)
+    decoder = _FrameDecoder(header, model, threads, device)
     stats = Stats()
     total_crc = 0
-    index = 0
-    while True:
-        frame = fmt.read_frame(src, header)
+    for index, frame in fmt.frames(src, header):
         if isinstance(frame, fmt.End):
             break
-        index += 1
-        if isinstance(frame, fmt.StoredFrame):
-            data = frame.data
-            _verify(data, len(data), frame.crc, index)
-            stats.stored_frames += 1
-            if progress:
-                progress(len(data))
-        else:
-            try:
-                data = decoder.decode(frame, index, progress)
-                _verify(data, frame.length, frame.crc, index)
-            except ChecksumError as e:
-                raise ChecksumError(decoder.failure(index, str(e))) from None
+        data = decoder.decode(frame, index, progress)
+        if isinstance(frame, fmt.CodedFrame):
             stats.tokens += sum(frame.tokens)
             stats.streams.append(len(frame.tokens))
+        else:
+            stats.stored_frames += 1
         dst.write(data)
         dst.flush()
-        stats.input_bytes += len(data)
+        stats.raw_bytes += len(data)
         stats.frames += 1
         total_crc = zlib.crc32(data, total_crc)
-    if frame.length != stats.input_bytes or frame.crc != total_crc:
+    if frame.length is not None and (frame.length != stats.raw_bytes or frame.crc != total_crc):
         raise ChecksumError("checksum mismatch of the whole file: the file is corrupt")
     if src.read(1):
         raise FormatError("corrupt file: trailing data after the end record")
@@ -366,10 +289,9 @@ def compress(data: bytes, **settings) -> bytes:
     return out.getvalue()
 
 
-def decompress(blob: bytes, model: str | None = None, check_env: bool = True,
-               threads: int | None = None, device: str | None = None) -> bytes:
+def decompress(blob: bytes, model: str | None = None, threads: int | None = None,
+               device: str | None = None) -> bytes:
     """Decompress bytes made by :func:`compress`; raises an LlmzipError on any problem."""
     out = io.BytesIO()
-    decompress_stream(io.BytesIO(blob), out, model=model, check_env=check_env,
-                      threads=threads, device=device)
+    decompress_stream(io.BytesIO(blob), out, model=model, threads=threads, device=device)
     return out.getvalue()

@@ -1,28 +1,36 @@
 """The .llmz file format: a header, then frames, then an end record.
 
 All integers are unsigned LEB128 varints unless a width is given; fixed-width fields are
-little-endian.
+little-endian. Format 3 (written by this llmzip):
 
-    header  = "LLMZ" version:u8 flags:u8 [model] frame_size:varint
-    model   = fingerprint:8 dtype:u8 device:u8 threads:u8 env:4 window:varint sinks:u8
-              prime:varint mix_len:u8 mix                 (version 1: no prime field)
+    header  = "LLMZ" version:u8 body_len:varint body header_crc32:4
+    body    = flags:u8 [model] frame_size:varint
+    model   = fingerprint:8 engine:u8 window:varint sinks:u8 prime:varint mix_len:u8 mix
     frame   = kind:u8 ...
       stored: kind=1 length:varint crc32:4 bytes[length]
       coded:  kind=2 length:varint crc32:4 streams:varint tokens:varint*streams
-              payload_len:varint payload[payload_len]
+              payload_len:varint payload_crc32:4 payload[payload_len]
       even:   kind=3 length:varint crc32:4 streams:varint total_tokens:varint
-              payload_len:varint payload[payload_len]      (version 2; tokens per stream
-              are even_lengths(total_tokens, streams, prime): the usual split, in 2 bytes
-              instead of ~2 per stream)
+              payload_len:varint payload_crc32:4 payload[payload_len]
+              (tokens per stream: layout.even_lengths(total_tokens, streams, prime))
+      lzma:   kind=4 length:varint crc32:4 payload_len:varint payload_crc32:4 payload
+              (raw LZMA2, :func:`lzma_filters` of the frame's length)
       end:    kind=0 total_length:varint crc32_total:4
+      end1:   kind=5  (the end of a file of at most one frame, whose own length and CRC
+              are the whole file's)
 
-``flags`` bit 0: a model section follows (files of stored frames only may omit it);
-bit 1: portable numerics (then, and only then, dtype is "portable"; exactllama.py).
-Token counts per stream are non-increasing. In a frame of more than one stream with
-``prime`` > 0, stream 0 starts alone and the others join ``prime`` steps later (codec.py), so
-stream 0 holds at least ``prime`` more tokens than stream 1. Every frame carries the
-CRC-32 of its original bytes, the end record the length and CRC-32 of the whole original, so
-corruption is reported with the frame where it happened and truncation is always detected.
+``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it).
+``header_crc32`` covers every header byte before it and is checked before the body is read, so
+a damaged header is reported as damage, not as another model or a newer format. ``crc32`` is that of the frame's original bytes (checked after
+decoding), ``payload_crc32`` that of its payload (checked before the model runs, so damage is
+found at once); the end record holds the length and CRC-32 of the whole original, so
+truncation is always detected.
+
+Formats 1 and 2 (llmzip 0.1) are read too: their header has no CRC and a model section of
+``fingerprint:8 dtype:u8 device:u8 threads:u8 env:4 window:varint sinks:u8 [prime:varint]
+mix_len:u8 mix`` (prime from version 2), flags bit 1 marks ``--portable`` files (dtype
+"portable"), and coded frames have no payload CRC. Their portable files decode with the legacy
+engine; their machine-bound files (other dtypes) are refused with a clear message.
 
 Parsing never trusts a length: each is bounded (frame size, stream count, remaining input)
 before anything is allocated.
@@ -30,40 +38,33 @@ before anything is allocated.
 
 from __future__ import annotations
 
+import io
+import lzma
 import struct
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from llmzip.errors import FormatError
+from llmzip.layout import even_lengths
 
 MAGIC = b"LLMZ"
-FORMAT_VERSION = 2  # bump on any change of the layout or of what the decoder computes
-# Version 2 added the model section's prime field (version 1 files decode with prime 0) and
-# even frames (kind 3).
+FORMAT_VERSION = 3  # bump on any change of the layout or of what the decoder computes
 MAX_FRAME_SIZE = 1 << 28  # 256 MiB: the largest frame a decoder agrees to hold in memory
 MAX_STREAMS = 4096
 MAX_WINDOW = 1 << 20
+MAX_HEADER = 1024  # bytes of a format-3 header body
 MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py)
 FLAG_MODEL = 1
-FLAG_PORTABLE = 2
+FLAG_PORTABLE = 2  # formats 1-2 only
 
-KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN = 0, 1, 2, 3
-DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")  # see numerics.py
-DEVICES = ("cpu", "cuda")
-
-
-def even_lengths(total: int, streams: int, prime: int) -> tuple[int, ...]:
-    """Tokens per stream of the usual split: ``total - prime`` tokens in ``streams`` parts
-    as equal as possible (the first ones one longer), plus ``prime`` for stream 0 when there
-    is more than one stream. ValueError unless every stream gets a token."""
-    if streams < 1 or total < streams or (streams > 1 and total - prime < streams):
-        raise ValueError("too few tokens for the streams")
-    if streams == 1:
-        return (total,)
-    q, r = divmod(total - prime, streams)
-    lengths = [q + 1] * r + [q] * (streams - r)
-    lengths[0] += prime
-    return tuple(lengths)
+KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA, KIND_END1 = 0, 1, 2, 3, 4, 5
+ENGINE_EXACT = 1  # engine.py: format 3's exact integer engine
+ENGINE_LEGACY = 0x80  # legacy.py: how --portable files of formats 1-2 were computed
+ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible here
+ENGINES = (ENGINE_EXACT,)  # what a format-3 header may name
+_OLD_DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")
 
 
 def write_varint(value: int) -> bytes:
@@ -80,16 +81,45 @@ def write_varint(value: int) -> bytes:
             return bytes(out)
 
 
-class Reader:
-    """Reads fields from a binary stream; a short read is a FormatError (truncated)."""
+def lzma_filters(length: int) -> list[dict]:
+    """The raw LZMA2 filter chain of an lzma frame of ``length`` original bytes (preset 9e,
+    the dictionary no larger than the frame needs)."""
+    dict_size = max(1 << 12, min(1 << 26, 1 << max(0, length - 1).bit_length()))
+    return [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
+             "dict_size": dict_size}]
 
-    def __init__(self, f: BinaryIO) -> None:
+
+def lzma_pack(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=lzma_filters(len(data)))
+
+
+def lzma_unpack(payload: bytes, length: int) -> bytes:
+    """The original bytes of an lzma frame; FormatError if the payload does not decode to
+    exactly ``length`` bytes (never more is produced than that, whatever the payload)."""
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma_filters(length))
+    try:
+        data = d.decompress(payload, max_length=length + 1)
+    except lzma.LZMAError as e:
+        raise FormatError(f"corrupt lzma frame ({e})") from None
+    if len(data) != length:
+        raise FormatError("corrupt lzma frame (wrong length)")
+    return data
+
+
+class Reader:
+    """Reads fields from a binary stream; a short read is a FormatError (truncated). Keeps the
+    bytes read since the last :meth:`take` when ``record`` is on (for header CRCs)."""
+
+    def __init__(self, f: BinaryIO, record: bool = False) -> None:
         self.f = f
+        self.seen = bytearray() if record else None
 
     def bytes(self, n: int) -> bytes:
         data = self.f.read(n)
         if len(data) != n:
             raise FormatError("truncated file (unexpected end of data)")
+        if self.seen is not None:
+            self.seen += data
         return data
 
     def u8(self) -> int:
@@ -114,45 +144,40 @@ class Reader:
 class ModelSection:
     """Everything the decoder must reproduce to compute the same probabilities."""
 
-    fingerprint: bytes  # of weights and tokenizer
-    dtype: str
-    device: str
-    threads: int  # CPU kernels split sums by thread count: part of the numeric environment
-    env: bytes  # fingerprint of the numeric environment (4 bytes)
+    fingerprint: bytes  # of the model: weights and tokenizer (model.py)
+    engine: int  # ENGINE_*
     window: int
     sinks: int
-    mix: bytes  # MixConfig.to_bytes()
-    prime: int = 0  # steps stream 0 runs alone before the others join (codec.py)
+    prime: int  # steps stream 0 runs alone before the others join (predictor.py)
+    mix: bytes  # settings.MixConfig.to_bytes()
 
 
 @dataclass(frozen=True)
 class Header:
     frame_size: int
     model: ModelSection | None
-    portable: bool = False
     version: int = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
-        flags = (FLAG_MODEL if self.model else 0) | (FLAG_PORTABLE if self.portable else 0)
-        out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
+        """Format 3 only: older formats are read, never written."""
+        out = bytearray([FLAG_MODEL if self.model else 0])
         if self.model:
             m = self.model
-            if (len(m.fingerprint) != 8 or len(m.env) != 4 or len(m.mix) > 255
-                    or not 1 <= m.threads <= 255):
+            if len(m.fingerprint) != 8 or len(m.mix) > 255 or m.engine not in ENGINES:
                 raise ValueError("bad model section")
-            out += m.fingerprint
-            out += bytes([DTYPES.index(m.dtype), DEVICES.index(m.device), m.threads])
-            out += m.env + write_varint(m.window) + bytes([m.sinks]) + write_varint(m.prime)
-            out += bytes([len(m.mix)]) + m.mix
+            out += m.fingerprint + bytes([m.engine]) + write_varint(m.window)
+            out += bytes([m.sinks]) + write_varint(m.prime) + bytes([len(m.mix)]) + m.mix
         out += write_varint(self.frame_size)
-        return bytes(out)
+        head = MAGIC + bytes([FORMAT_VERSION]) + write_varint(len(out)) + out
+        return head + struct.pack("<I", zlib.crc32(head))
 
     @classmethod
     def read(cls, f: BinaryIO) -> Header:
-        r = Reader(f)
+        r = Reader(f, record=True)
         magic = f.read(4)
         if magic != MAGIC:
             raise FormatError("not an llmzip file (bad magic bytes)")
+        r.seen += magic
         version = r.u8()
         if version > FORMAT_VERSION:
             raise FormatError(
@@ -161,36 +186,79 @@ class Header:
             )
         if version < 1:
             raise FormatError(f"corrupt file: format version {version}")
-        flags = r.u8()
-        if flags & ~(FLAG_MODEL | FLAG_PORTABLE):
-            raise FormatError("corrupt file: unknown header flags")
-        model = None
-        if flags & FLAG_MODEL:
-            fingerprint = r.bytes(8)
-            dtype, device, threads = r.u8(), r.u8(), r.u8()
-            if dtype >= len(DTYPES) or device >= len(DEVICES) or threads == 0:
-                raise FormatError("corrupt file: unknown dtype, device or thread count")
-            env = r.bytes(4)
-            window = r.varint(MAX_WINDOW, "window")
-            sinks = r.u8()
-            if not 0 <= sinks < window:
-                raise FormatError("corrupt file: bad window")
-            prime = r.varint(MAX_WINDOW, "prime") if version >= 2 else 0
-            mix = r.bytes(r.u8())
-            if (DTYPES[dtype] == "portable") != bool(flags & FLAG_PORTABLE):
-                raise FormatError("corrupt file: the portable flag and the dtype disagree")
-            model = ModelSection(fingerprint, DTYPES[dtype], DEVICES[device], threads, env,
-                                 window, sinks, mix, prime)
-        frame_size = r.varint(MAX_FRAME_SIZE, "frame size")
-        if frame_size == 0:
-            raise FormatError("corrupt file: frame size 0")
-        return cls(frame_size, model, bool(flags & FLAG_PORTABLE), version)
+        if version < 3:
+            return _read_old_header(r, version)
+        body = r.bytes(r.varint(MAX_HEADER, "header length"))
+        if r.u32() != zlib.crc32(r.seen[:-4]):
+            raise FormatError("corrupt file: the header is damaged (checksum mismatch)")
+        return _parse_header(Reader(io.BytesIO(body)), len(body), version)
+
+
+def _parse_header(r: Reader, size: int, version: int) -> Header:
+    """A format-3 header body whose CRC matched."""
+    flags = r.u8()
+    if flags & ~FLAG_MODEL:
+        raise FormatError("made by a newer llmzip, or corrupt: unknown header flags")
+    model = None
+    if flags & FLAG_MODEL:
+        fingerprint, engine = r.bytes(8), r.u8()
+        if engine not in ENGINES:
+            raise FormatError(f"made by a newer llmzip, or corrupt: unknown engine {engine}; "
+                              "try upgrading llmzip")
+        window = r.varint(MAX_WINDOW, "window")
+        sinks = r.u8()
+        if not 0 <= sinks < window:
+            raise FormatError("corrupt file: bad window")
+        prime = r.varint(MAX_WINDOW, "prime")
+        model = ModelSection(fingerprint, engine, window, sinks, prime, r.bytes(r.u8()))
+    frame_size = r.varint(MAX_FRAME_SIZE, "frame size")
+    if frame_size == 0:
+        raise FormatError("corrupt file: frame size 0")
+    if r.f.read(1):
+        raise FormatError("made by a newer llmzip, or corrupt: unknown header fields")
+    return Header(frame_size, model, version)
+
+
+def _read_old_header(r: Reader, version: int) -> Header:
+    """Formats 1 and 2 (no header CRC)."""
+    flags = r.u8()
+    if flags & ~(FLAG_MODEL | FLAG_PORTABLE):
+        raise FormatError("corrupt file: unknown header flags")
+    model = None
+    if flags & FLAG_MODEL:
+        fingerprint = r.bytes(8)
+        dtype, device, threads = r.u8(), r.u8(), r.u8()
+        if dtype >= len(_OLD_DTYPES) or device >= 2 or threads == 0:
+            raise FormatError("corrupt file: unknown dtype, device or thread count")
+        r.bytes(4)  # fingerprint of the numeric environment of a machine-bound file
+        window = r.varint(MAX_WINDOW, "window")
+        sinks = r.u8()
+        if not 0 <= sinks < window:
+            raise FormatError("corrupt file: bad window")
+        prime = r.varint(MAX_WINDOW, "prime") if version >= 2 else 0
+        mix = r.bytes(r.u8())
+        portable = _OLD_DTYPES[dtype] == "portable"
+        if portable != bool(flags & FLAG_PORTABLE):
+            raise FormatError("corrupt file: the portable flag and the dtype disagree")
+        engine = ENGINE_LEGACY if portable else ENGINE_MACHINE_BOUND
+        model = ModelSection(fingerprint, engine, window, sinks, prime, mix)
+    frame_size = r.varint(MAX_FRAME_SIZE, "frame size")
+    if frame_size == 0:
+        raise FormatError("corrupt file: frame size 0")
+    return Header(frame_size, model, version)
 
 
 @dataclass(frozen=True)
 class StoredFrame:
     data: bytes
     crc: int
+
+
+@dataclass(frozen=True)
+class LzmaFrame:
+    length: int  # original bytes
+    crc: int
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -203,45 +271,62 @@ class CodedFrame:
 
 @dataclass(frozen=True)
 class End:
-    length: int  # of the whole original
-    crc: int
+    length: int | None  # of the whole original (None: an end1 record, see frames())
+    crc: int | None
 
 
-Frame = StoredFrame | CodedFrame | End
+Frame = StoredFrame | LzmaFrame | CodedFrame | End
+
+
+def _payload(payload: bytes) -> bytes:
+    return write_varint(len(payload)) + struct.pack("<I", zlib.crc32(payload)) + payload
 
 
 def frame_bytes(frame: Frame, prime: int = 0) -> bytes:
-    """A frame's bytes; a coded frame whose streams follow the usual split (``prime``: the
-    header's) is written as an even frame."""
+    """A frame's bytes in format 3. A coded frame whose token counts are the usual split of
+    its total (layout.even_lengths with the header's ``prime``) is written as an even frame."""
     if isinstance(frame, End):
+        if frame.length is None:
+            return bytes([KIND_END1])
         return bytes([KIND_END]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
     if isinstance(frame, StoredFrame):
         return (bytes([KIND_STORED]) + write_varint(len(frame.data))
                 + struct.pack("<I", frame.crc) + frame.data)
-    total, streams = sum(frame.tokens), len(frame.tokens)
+    if isinstance(frame, LzmaFrame):
+        return (bytes([KIND_LZMA]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
+                + _payload(frame.payload))
     try:
-        even = even_lengths(total, streams, prime) == frame.tokens
+        is_even = even_lengths(sum(frame.tokens), len(frame.tokens), prime) == frame.tokens
     except ValueError:
-        even = False
-    out = bytearray([KIND_EVEN if even else KIND_CODED]) + write_varint(frame.length)
-    out += struct.pack("<I", frame.crc) + write_varint(streams)
-    for n in (total,) if even else frame.tokens:
+        is_even = False
+    out = bytearray([KIND_EVEN if is_even else KIND_CODED]) + write_varint(frame.length)
+    out += struct.pack("<I", frame.crc) + write_varint(len(frame.tokens))
+    for n in (sum(frame.tokens),) if is_even else frame.tokens:
         out += write_varint(n)
-    return bytes(out + write_varint(len(frame.payload)) + frame.payload)
+    return bytes(out + _payload(frame.payload))
 
 
 def read_frame(f: BinaryIO, header: Header) -> Frame:
-    """Read the next frame; every count is checked against the header before allocating."""
+    """Read the next frame; every count is checked against the header before allocating.
+    Payload CRCs (format 3) are checked here."""
     r = Reader(f)
     kind = r.u8()
     if kind == KIND_END:
         return End(r.varint((1 << 63) - 1, "total length"), r.u32())
+    if kind == KIND_END1 and header.version >= 3:
+        return End(None, None)
     if kind == KIND_STORED:
         n = r.varint(header.frame_size, "frame length")
         crc = r.u32()
         return StoredFrame(r.bytes(n), crc)
-    if kind not in (KIND_CODED, KIND_EVEN) or header.model is None or (
-            kind == KIND_EVEN and header.version < 2):
+    new = header.version >= 3
+    if kind == KIND_LZMA and new:
+        length = r.varint(header.frame_size, "frame length")
+        crc = r.u32()
+        # lzma never grows data by more than a small fraction; this bounds the allocation.
+        return LzmaFrame(length, crc, _read_payload(r, length + length // 8 + 1024, new))
+    if (kind not in (KIND_CODED, KIND_EVEN) or header.model is None
+            or (kind == KIND_EVEN and header.version < 2)):
         raise FormatError(f"corrupt file: unknown frame kind {kind}")
     length = r.varint(header.frame_size, "frame length")
     crc = r.u32()
@@ -249,7 +334,8 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
     most = MAX_TOKENS_PER_BYTE * length
     if kind == KIND_EVEN:
         try:
-            tokens = even_lengths(r.varint(most, "token count"), streams, header.model.prime)
+            tokens = tuple(even_lengths(r.varint(most, "token count"), streams,
+                                        header.model.prime))
         except ValueError:
             raise FormatError("corrupt file: token counts do not fit the streams") from None
     else:
@@ -259,5 +345,29 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:
         raise FormatError("corrupt file: stream token counts out of order")
     # ~32 bits/token is far above any real code length, and bounds the allocation.
-    payload = r.bytes(r.varint(8 * sum(tokens) + 64, "payload length"))
-    return CodedFrame(length, crc, tokens, payload)
+    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new))
+
+
+def _read_payload(r: Reader, most: int, with_crc: bool) -> bytes:
+    n = r.varint(most, "payload length")
+    crc = r.u32() if with_crc else None
+    payload = r.bytes(n)
+    if crc is not None and zlib.crc32(payload) != crc:
+        raise FormatError("corrupt file: a frame's compressed data is damaged "
+                          "(checksum mismatch)")
+    return payload
+
+
+def frames(f: BinaryIO, header: Header) -> Iterator[tuple[int, Frame]]:
+    """(index, frame) for every frame, 1, 2, ..., then the end record (index 0). An end1
+    record is accepted after at most one frame."""
+    index = 0
+    while True:
+        frame = read_frame(f, header)
+        if isinstance(frame, End):
+            if frame.length is None and index > 1:
+                raise FormatError("corrupt file: a short end record after several frames")
+            yield 0, frame
+            return
+        index += 1
+        yield index, frame

@@ -140,3 +140,38 @@ def rotary(position: int, theta: float, head_dim: int) -> tuple[tuple[float, ...
             cos.append(float(c))
             sin.append(float(s))
     return tuple(cos), tuple(sin)
+
+
+# ------------------------------------------------------------------ float32 / table helpers
+
+
+def pow2_32(e: torch.Tensor) -> torch.Tensor:
+    """2.0**e exactly (float32), for integer e in [-126, 127], built from the bit pattern."""
+    e = e.to(torch.int32).clamp(-126, 127)
+    return ((e + 127) << 23).view(torch.float32)
+
+
+_EXP32_COEFFS = [1.0 / math.factorial(k) for k in range(8)]  # |r| <= ln2/2: error < 2e-8
+
+
+def exp32(x: torch.Tensor) -> torch.Tensor:
+    """e**x (float32) by range reduction and a fixed polynomial, x clamped to [-87, 88]: one
+    fixed sequence of correctly rounded float32 operations, so the same bits everywhere."""
+    x = x.clamp(-87.0, 88.0)
+    n = torch.round(x * 1.4426950408889634)
+    r = x - n * 0.693145751953125  # ln2 high part: 15 significant bits, n * it is exact
+    r = r - n * 1.4286068203094172e-06
+    p = torch.full_like(r, _EXP32_COEFFS[-1])
+    for c in reversed(_EXP32_COEFFS[:-1]):
+        p = p * r
+        p = p + c
+    return p * pow2_32(n)
+
+
+@cache
+def exp_table(step_bits: int, value_bits: int, floor: int, size: int) -> torch.Tensor:
+    """int64 [size]: ``max(floor, round(2**value_bits * exp(-i / 2**step_bits)))``, computed with
+    :func:`exp` (float64, the same everywhere). A lookup replaces ``exp`` on large tensors."""
+    i = torch.arange(size, dtype=F64)
+    e = exp(-i / float(1 << step_bits))
+    return torch.round(e * float(1 << value_bits)).clamp_(min=floor).to(torch.int64)

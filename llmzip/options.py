@@ -1,4 +1,5 @@
-"""Command-line options shared by `compress` and `bench`, and the Settings built from them."""
+"""Command-line options shared by `compress` and `bench`, and the Settings built from them.
+Torch-free: only settings.py and click."""
 
 from __future__ import annotations
 
@@ -7,43 +8,42 @@ from collections.abc import Callable
 
 import click
 
-from llmzip import codec
 from llmzip import container as fmt
-from llmzip.mixer import MixConfig
+from llmzip import settings as st
 
 model_option = click.option(
-    "--model", metavar="PATH", envvar="LLMZIP_MODEL",
-    help="A .gguf file or Hugging Face model directory "
-    "[default: $LLMZIP_MODEL, then the installed default].")
+    "--model", metavar="NAME|PATH", envvar="LLMZIP_MODEL",
+    help="A model name (`llmzip model list`), a .gguf file or a Hugging Face model directory "
+    "[default: $LLMZIP_MODEL, then smollm2-135m].")
+
+device_options = [
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
+                 show_default=True,
+                 help="Where to compute; the output is the same bytes on any device."),
+    click.option("--threads", type=click.IntRange(1, 255),
+                 help="CPU threads [default: cores]; the output is the same for any count."),
+]
 
 _SETTINGS_OPTIONS = [
     model_option,
     click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
                  help="Streams coded in lockstep per frame [default: auto, by input size]."),
-    click.option("--context", "window", type=click.IntRange(8, fmt.MAX_WINDOW),
+    click.option("--context", "window", type=click.IntRange(8, st.MAX_WINDOW),
                  help=f"Context window (tokens), at most half the model's trained positions "
-                 f"[default: {codec.DEFAULT_WINDOW}; {codec.BEST_WINDOW} with --best]."),
+                 f"[default: {st.DEFAULT_WINDOW}; {st.BEST_WINDOW} with --best]."),
     click.option("--best", is_flag=True,
-                 help=f"Best ratio, slowest: one stream per frame and a {codec.BEST_WINDOW}-token "
-                 f"window (--streams 1 --context {codec.BEST_WINDOW}; either flag given "
+                 help=f"Best ratio, slowest: one stream per frame and a {st.BEST_WINDOW}-token "
+                 f"window (--streams 1 --context {st.BEST_WINDOW}; either flag given "
                  "still wins)."),
-    click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
-                 default=codec.DEFAULT_PRIME, show_default=True,
+    click.option("--prime", type=click.IntRange(0, st.MAX_WINDOW),
+                 default=st.DEFAULT_PRIME, show_default=True,
                  help="Tokens the first stream codes alone before the others start from its "
                  "context (0: every stream starts cold)."),
-    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "mixed",
-                                              "portable"]),
-                 default="auto", show_default=True, help="Model compute dtype."),
-    click.option("--portable", is_flag=True,
-                 help="Exact integer arithmetic: the file decodes on any CPU or GPU, any thread "
-                 "count (same as --dtype portable)."),
-    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
-                 show_default=True),
-    click.option("--threads", type=click.IntRange(1, 255),
-                 help="CPU threads (stored in the file: decoding uses the same) "
-                 "[default: cores]."),
+    click.option("--portable", is_flag=True, hidden=True,
+                 help="Accepted for llmzip 0.1's habits: every file is portable now."),
+    *device_options,
     click.option("--frame-size", type=click.IntRange(1, fmt.MAX_FRAME_SIZE),
-                 default=codec.DEFAULT_FRAME_SIZE, show_default=True,
+                 default=st.DEFAULT_FRAME_SIZE, show_default=True,
                  help="Bytes of input per frame (bounds memory)."),
     click.option("--no-ngram", is_flag=True, help="Switch off the n-gram model."),
     click.option("--no-match", is_flag=True, help="Switch off the match model."),
@@ -60,27 +60,29 @@ def settings_options(f: Callable) -> Callable:
     return f
 
 
+def device_options_of(f: Callable) -> Callable:
+    """Adds --device and --threads (for decompress and test)."""
+    for opt in reversed(device_options):
+        f = opt(f)
+    return f
+
+
 def settings_from(model: str | None, streams: int | None, window: int | None, best: bool,
-                  prime: int, dtype: str, portable: bool, device: str, threads: int | None,
+                  prime: int, portable: bool, device: str, threads: int | None,
                   frame_size: int, no_ngram: bool, no_match: bool, no_bias: bool,
-                  no_recall: bool) -> codec.Settings:
+                  no_recall: bool) -> st.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError.
     ``--best`` only changes the defaults of --streams and --context."""
     if window is None:
-        window = codec.BEST_WINDOW if best else codec.DEFAULT_WINDOW
+        window = st.BEST_WINDOW if best else st.DEFAULT_WINDOW
     if streams is None and best:
         streams = 1
-    if portable:
-        if dtype not in ("auto", "portable"):
-            raise click.UsageError("--portable and --dtype disagree")
-        dtype = "portable"
-    mix = MixConfig()
+    mix = st.MixConfig()
     mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
                               match=mix.match and not no_match, bias=mix.bias and not no_bias,
                               recall=mix.recall and not no_recall)
     try:
-        return codec.Settings(model=model, streams=streams, window=window, prime=prime,
-                              dtype=dtype,
-                              device=device, threads=threads, frame_size=frame_size, mix=mix)
+        return st.Settings(model=model, streams=streams, window=window, prime=prime,
+                           device=device, threads=threads, frame_size=frame_size, mix=mix)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -1,0 +1,203 @@
+"""Compression settings: their defaults, their checks, and their form in a file's header.
+
+Torch-free on purpose: the command line, ``llmzip info`` and the container read this module
+without loading a model. Every setting the decoder must reproduce travels in the header's model
+section (:func:`to_section` / :func:`from_section`, one pair); the rest (device, threads, the
+model's path) are this run's own choices and change nothing in the output.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+
+from llmzip import container as fmt
+from llmzip.errors import FormatError
+
+DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
+BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
+DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
+DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
+DEFAULT_PRIME = 128  # steps stream 0 runs alone to give the other streams a context
+MAX_WINDOW = 1 << 13  # the engine's exact value product holds up to this window (engine.py)
+
+# Mixer settings version 1: the fields up to mix_lr. Version 2 (written only when recall is
+# on) appends flags2 (bit 0: recall), recall_bits and recall_theta. Flag bit 4 (the geometric
+# mixture of llmzip 0.1's machine-bound mode) is refused.
+_MIX_V1 = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
+_MIX_V2 = _MIX_V1 + "BBe"
+_GEOMETRIC = 16
+
+
+class UnknownSettings(ValueError):
+    """Settings of a version or with flags this llmzip does not know: a newer llmzip made them
+    (or the file is corrupt)."""
+
+
+def _half(name: str, value: float) -> None:
+    try:
+        exact = struct.unpack("<e", struct.pack("<e", value))[0] == value
+    except (OverflowError, struct.error):
+        exact = False
+    if not (exact and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative float16 value, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Which mixer components run and every parameter the decoder must reproduce."""
+
+    ngram: bool = True
+    match: bool = True
+    bias: bool = True
+    shared: bool = True  # statistics shared across the streams of a frame
+    ngram_order: int = 4  # n-gram orders 1..ngram_order
+    match_min: int = 6  # tokens hashed to find a match
+    table_bits: int = 20  # log2 rows per n-gram order and of the match table
+    bias_lr: float = 0.5  # float16 values, stored exactly; tuned in benchmarks/MIXING.md
+    mix_lr: float = 0.25
+    # The shared bias takes a step of bias_lr per token (the sum over the streams) rather
+    # than per step (their mean). False in files made before this flag existed.
+    bias_sum: bool = True
+    # The bias steps by AdaGrad (bias.py), not plain SGD. False in files made before it.
+    bias_adaptive: bool = True
+    # Hidden-state recall (recall.py): a ring of 2**recall_bits states, votes exp(theta cos).
+    recall: bool = True
+    recall_bits: int = 16
+    recall_theta: float = 48.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ngram_order <= 8:
+            raise ValueError("ngram_order must be in 1..8")
+        if not 1 <= self.match_min <= 32:
+            raise ValueError("match_min must be in 1..32")
+        if not 10 <= self.table_bits <= 24:
+            raise ValueError("table_bits must be in 10..24")
+        _half("bias_lr", self.bias_lr)
+        _half("mix_lr", self.mix_lr)
+        _half("recall_theta", self.recall_theta)
+        if not 8 <= self.recall_bits <= 24:
+            raise ValueError("recall_bits must be in 8..24")
+
+    @classmethod
+    def lm_only(cls) -> MixConfig:
+        """Every component off: the LM's softmax alone."""
+        return cls(ngram=False, match=False, bias=False, recall=False)
+
+    def describe(self) -> str:
+        """One readable line, for ``llmzip info``."""
+        if not (self.ngram or self.match or self.bias or self.recall):
+            return "LM alone"
+        parts = []
+        if self.ngram:
+            parts.append(f"n-gram orders 1..{self.ngram_order}")
+        if self.recall:
+            parts.append(f"recall of 2^{self.recall_bits} states, theta {self.recall_theta:g}")
+        if self.match:
+            parts.append(f"match from {self.match_min} tokens")
+        if self.bias:
+            rule = "AdaGrad" if self.bias_adaptive else "SGD"
+            per = "token" if self.bias_sum else "step"
+            parts.append(f"bias {rule} lr {self.bias_lr:g} per {per}")
+        parts.append(f"linear mixing lr {self.mix_lr:g}")
+        parts.append(f"tables 2^{self.table_bits}")
+        parts.append("shared by the streams" if self.shared else "per stream")
+        return ", ".join(parts)
+
+    def to_bytes(self) -> bytes:
+        flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
+                 | self.bias_sum << 5 | self.bias_adaptive << 6)
+        v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
+        if not self.recall:  # files without recall stay readable by older versions
+            return struct.pack(_MIX_V1, 1, flags, *v1)
+        return struct.pack(_MIX_V2, 2, flags, *v1, 1, self.recall_bits, self.recall_theta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MixConfig:
+        """Inverse of to_bytes; UnknownSettings for what a newer llmzip may have written,
+        ValueError on anything else malformed."""
+        version = data[0] if data else None
+        layout = {1: _MIX_V1, 2: _MIX_V2}.get(version)
+        if layout is None and version is not None:
+            raise UnknownSettings(f"unknown mixer settings version {version}")
+        if layout is None or len(data) != struct.calcsize(layout):
+            raise ValueError("mixer settings have the wrong length")
+        _, flags, order, match_min, bits, bias_lr, mix_lr, *v2 = struct.unpack(layout, data)
+        if flags >> 7:
+            raise UnknownSettings(f"unknown mixer flags {flags:#04x}")
+        if flags & _GEOMETRIC:
+            raise UnknownSettings("the geometric mixture of llmzip 0.1's machine-bound mode")
+        flags2, recall_bits, theta = v2 or (0, 16, 48.0)
+        if flags2 >> 1:
+            raise UnknownSettings(f"unknown mixer flags2 {flags2:#04x}")
+        if version == 2 and not flags2:
+            raise ValueError("mixer settings version 2 without recall")
+        return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8), order,
+                   match_min, bits, float(bias_lr), float(mix_lr), bool(flags & 32),
+                   bool(flags & 64), bool(flags2 & 1), recall_bits, float(theta))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Compression settings. Those the decoder must reproduce go into the header."""
+
+    model: str | None = None  # name or path; None: $LLMZIP_MODEL or the installed default
+    streams: int | None = None  # None: automatic (layout.py)
+    window: int = DEFAULT_WINDOW
+    sinks: int = DEFAULT_SINKS
+    prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
+    device: str = "cpu"  # where this run computes; the output is the same everywhere
+    threads: int | None = None  # CPU threads of this run; the output is the same for any
+    frame_size: int = DEFAULT_FRAME_SIZE
+    mix: MixConfig = field(default_factory=MixConfig)
+
+    def __post_init__(self) -> None:
+        if self.streams is not None and not 1 <= self.streams <= fmt.MAX_STREAMS:
+            raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
+        if not 0 <= self.sinks < self.window <= MAX_WINDOW or self.window < 8:
+            raise ValueError(f"window must be in 8..{MAX_WINDOW} and larger than sinks")
+        if not 0 <= self.prime <= MAX_WINDOW:
+            raise ValueError(f"prime must be in 0..{MAX_WINDOW}")
+        if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
+            raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r} (use cpu or cuda)")
+        if self.threads is not None and not 1 <= self.threads <= 255:
+            raise ValueError("threads must be in 1..255")
+
+
+@dataclass(frozen=True)
+class Coding:
+    """What a decoder must reproduce, read back from a header: the engine, the window, the
+    priming and the mixer. ``engine`` is :data:`container.ENGINE_EXACT` (format 3) or
+    :data:`container.ENGINE_LEGACY` (``--portable`` files of formats 1 and 2)."""
+
+    fingerprint: bytes
+    engine: int
+    window: int
+    sinks: int
+    prime: int
+    mix: MixConfig
+
+
+def to_section(settings: Settings, fingerprint: bytes) -> fmt.ModelSection:
+    """The header's model section of a compression with these settings."""
+    return fmt.ModelSection(fingerprint, fmt.ENGINE_EXACT, settings.window, settings.sinks,
+                            settings.prime, settings.mix.to_bytes())
+
+
+def from_section(section: fmt.ModelSection) -> Coding:
+    """The inverse of :func:`to_section` (and the reading of older headers); FormatError for
+    anything this llmzip cannot reproduce, saying whether a newer llmzip may read it."""
+    try:
+        mix = MixConfig.from_bytes(section.mix)
+    except UnknownSettings as e:
+        raise FormatError(f"made by a newer llmzip, or corrupt: {e}; try upgrading "
+                          "llmzip") from None
+    except ValueError as e:
+        raise FormatError(f"corrupt file: bad mixer settings ({e})") from None
+    if section.window > MAX_WINDOW:
+        raise FormatError("corrupt file: window too large")
+    return Coding(section.fingerprint, section.engine, section.window, section.sinks,
+                  section.prime, mix)
