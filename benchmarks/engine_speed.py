@@ -7,8 +7,10 @@ torch reference.
 
 The KV cache is filled with random int8-valued keys and values (their values do not change the
 work a step does), so the figures come without a W-step warm-up. Prints the median over the
-repeats of the mean per step, in ms. ``--torch`` sets LLMZIP_FUSED=0 (the torch reference);
-``--profile`` prints a torch.profiler table of a few LM steps instead.
+repeats of the mean per step, in ms, and how many cores other processes kept busy during each
+repeat (timings on a shared machine mean little when that is not near 0). ``--torch`` sets
+LLMZIP_FUSED=0 (the torch reference); ``--profile`` prints a torch.profiler table of a few LM
+steps instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,26 @@ import os
 import statistics
 import sys
 import time
+
+
+def _jiffies() -> tuple[int, int] | None:
+    """(CPU time used by every process, by this one), in clock ticks (Linux; else None)."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            mine = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(cpu) - cpu[3] - cpu[4], int(mine[11]) + int(mine[12])
+
+
+def _others(start, end, seconds: float) -> float:
+    """Cores that other processes kept busy between two _jiffies() readings."""
+    if start is None or end is None:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / tick / seconds)
 
 
 def main() -> None:
@@ -74,9 +96,10 @@ def main() -> None:
                 llama.step(cache, x)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
         return
-    lm, mix = [], []
+    lm, mix, busy = [], [], []
     for _ in range(args.repeat):
         a = b = 0.0
+        j0, began = _jiffies(), time.perf_counter()
         for _ in range(args.steps):
             t0 = time.perf_counter()
             logits = llama.step(cache, x)
@@ -86,12 +109,14 @@ def main() -> None:
             t2 = time.perf_counter()
             a += t1 - t0
             b += t2 - t1
+        busy.append(_others(j0, _jiffies(), time.perf_counter() - began))
         lm.append(a / args.steps * 1e3)
         mix.append(b / args.steps * 1e3)
     print(f"LM step {statistics.median(lm):.1f} ms  mixer {statistics.median(mix):.1f} ms  "
           f"total {statistics.median(x + y for x, y in zip(lm, mix)):.1f} ms  "
           f"(runs: LM {' '.join(f'{v:.1f}' for v in lm)}; "
-          f"mixer {' '.join(f'{v:.1f}' for v in mix)})")
+          f"mixer {' '.join(f'{v:.1f}' for v in mix)}; "
+          f"cores busy with other processes {' '.join(f'{v:.2f}' for v in busy)})")
     sys.stdout.flush()
 
 

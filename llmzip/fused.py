@@ -24,6 +24,7 @@ its torch code, silently. Compiled kernels are cached in ``<llmzip cache>/numba`
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -41,9 +42,10 @@ else:
 
 try:
     import numba
-    from numba import njit
+    from numba import njit, prange
 except ImportError:  # the torch reference only
     numba = None
+    prange = range
 
     def njit(*args, **kwargs):
         return lambda f: f
@@ -56,14 +58,24 @@ QMAX = F32(32639.0)  # engine.QMAX
 KV_MAX = F32(127.0)  # engine.KV_MAX
 TINY = F32(2.0**-100)  # engine.TINY
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
+_PAR = {**_JIT, "parallel": True}  # outer loops split into contiguous chunks, one per thread
 
 # ------------------------------------------------------------------------------ kernels
 # Written so that LLVM vectorises them without any fast-math flag: maxima are taken over the
 # float32 bit patterns as integers (an integer max reduction; the bits of |x| order like |x|,
 # and ``b ^ ((b >> 31) & 0x7fffffff)`` orders signed floats), exact sums of integers are
-# int64 sums, and everything else is element-wise.
+# int64 sums, table lookups get loops of their own, everything else is element-wise. The
+# outer loops (rows, heads) are split into one contiguous chunk per thread: every value is
+# computed by one thread in one order, so the thread count changes nothing. ``chunks``: how
+# many (:func:`_chunks`: one per numba thread).
 
 _SIGN = np.int32(0x7FFFFFFF)
+
+
+@njit(**_JIT)
+def _part(c, chunks, items):
+    """The outer iterations [start, stop) of chunk c."""
+    return c * items // chunks, (c + 1) * items // chunks
 
 
 @njit(**_JIT)
@@ -102,6 +114,15 @@ def _max(x, scratch):
 
 
 @njit(**_JIT)
+def _table_index(d, last):
+    """A rounded, non-negative table position clamped to the last entry, as an index (NaN:
+    the last entry; never an index outside the table)."""
+    d = d if d <= last else last
+    d = d if d >= 0 else 0
+    return np.uint32(np.int32(d))
+
+
+@njit(**_JIT)
 def _split(x, s, hi, lo):
     """engine._pieces of one row given its scale: q = round(x / s) = 256 hi + lo."""
     for k in range(x.shape[0]):
@@ -112,7 +133,31 @@ def _split(x, s, hi, lo):
 
 
 @njit(**_JIT)
-def linear_input(x, gain, use_gain, eps, out, scale):
+def _input_row(row, gain, use_gain, eps, hi, lo, y, scratch):
+    """linear_input of one row; returns its factor."""
+    K = row.shape[0]
+    s = _absmax(row, scratch) / QMAX
+    if not use_gain:
+        _split(row, s, hi, lo)
+        return s
+    ss = np.int64(0)
+    for k in range(K):
+        q = np.int64(np.rint(row[k] / s))
+        ss += q * q  # exact
+    s64 = F64(s)
+    ms = F64(ss) * s64  # F64(ss): exact, below 2**53
+    ms = ms * s64
+    ms = ms / F64(K)
+    inv_rms = F32(F64(1.0) / np.sqrt(ms + eps))
+    for k in range(K):
+        y[k] = row[k] * gain[k]
+    s = _absmax(y, scratch) / QMAX
+    _split(y, s, hi, lo)
+    return s * inv_rms
+
+
+@njit(**_PAR)
+def linear_input(x, gain, use_gain, eps, out, scale, chunks):
     """The operand of IntLinear's product and its row factor, for x [B, K] float32.
 
     ``use_gain`` False: ``IntLinear(x)``: out [2B, K] = the pieces of x (hi rows, then lo
@@ -120,107 +165,135 @@ def linear_input(x, gain, use_gain, eps, out, scale):
     pieces of ``x * gain`` and scale = their scale times float32(1 / rms(x)), 1 / rms from the
     exact sum of squares of round(x / scale_x)."""
     B, K = x.shape
-    y = np.empty(K, np.float32)
-    scratch = np.empty(1, np.int32)
-    for b in range(B):
-        row = x[b]
-        s = _absmax(row, scratch) / QMAX
-        if use_gain:
-            ss = np.int64(0)
-            for k in range(K):
-                q = np.int64(np.rint(row[k] / s))
-                ss += q * q  # exact
-            s64 = F64(s)
-            ms = F64(ss) * s64  # F64(ss): exact, below 2**53
-            ms = ms * s64
-            ms = ms / F64(K)
-            inv_rms = F32(F64(1.0) / np.sqrt(ms + eps))
-            for k in range(K):
-                y[k] = row[k] * gain[k]
-            s = _absmax(y, scratch) / QMAX
-            _split(y, s, out[b], out[B + b])
-            scale[b] = s * inv_rms
-        else:
-            _split(row, s, out[b], out[B + b])
-            scale[b] = s
+    for c in prange(chunks):
+        y = np.empty(K, np.float32)
+        scratch = np.empty(1, np.int32)
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            scale[b] = _input_row(x[b], gain, use_gain, eps, out[b], out[B + b], y, scratch)
 
 
-@njit(**_JIT)
-def linear_output(p, scale, w_scale, bias, use_bias, y):
+@njit(**_PAR)
+def linear_output(p, scale, w_scale, bias, use_bias, y, chunks):
     """IntLinear's epilogue: p [2B, N] (int32 exact sums, or float32 from the float32 kernel)
     -> y [B, N] = ((float(P_lo) + 256 float(P_hi)) * scale[b]) * w_scale[n] (+ bias[n])."""
     B, N = y.shape
-    for b in range(B):
-        s = scale[b]
-        hi, lo, out = p[b], p[B + b], y[b]
-        if use_bias:
-            for n in range(N):
-                v = F32(lo[n]) + F32(256.0) * F32(hi[n])
-                v = v * s
-                v = v * w_scale[n]
-                out[n] = v + bias[n]
-        else:
-            for n in range(N):
-                v = F32(lo[n]) + F32(256.0) * F32(hi[n])
-                v = v * s
-                out[n] = v * w_scale[n]
+    for c in prange(chunks):
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            s = scale[b]
+            hi, lo, out = p[b], p[B + b], y[b]
+            if use_bias:
+                for n in range(N):
+                    v = F32(lo[n]) + F32(256.0) * F32(hi[n])
+                    v = v * s
+                    v = v * w_scale[n]
+                    out[n] = v + bias[n]
+            else:
+                for n in range(N):
+                    v = F32(lo[n]) + F32(256.0) * F32(hi[n])
+                    v = v * s
+                    out[n] = v * w_scale[n]
 
 
 @njit(**_JIT)
-def silu(x, y):
+def _silu_row(x, out, poly, bits, pow2):
+    """silu of one (contiguous) row."""
+    N = x.shape[0]
+    for j in range(N):
+        t = -x[j]
+        t = F32(-87.0) if t < F32(-87.0) else t
+        t = F32(88.0) if t > F32(88.0) else t
+        n = np.rint(t * F32(1.4426950408889634))
+        r = t - n * F32(0.693145751953125)
+        r = r - n * F32(1.4286068203094172e-06)
+        e = F32(1.0 / 5040)  # exactmath._EXP32_COEFFS, from the top
+        e = e * r
+        e = e + F32(1.0 / 720)
+        e = e * r
+        e = e + F32(1.0 / 120)
+        e = e * r
+        e = e + F32(1.0 / 24)
+        e = e * r
+        e = e + F32(1.0 / 6)
+        e = e * r
+        e = e + F32(0.5)
+        e = e * r
+        e = e + F32(1.0)
+        e = e * r
+        e = e + F32(1.0)
+        poly[j] = e
+        k = np.int32(n)
+        k = -126 if k < -126 else k
+        k = 127 if k > 127 else k
+        bits[j] = (k + 127) << 23  # 2.0**k (exactmath.pow2_32)
+    for j in range(N):
+        e = poly[j] * pow2[j]
+        out[j] = x[j] / (e + F32(1.0))
+
+
+@njit(**_PAR)
+def silu(x, y, chunks):
     """engine.silu, ``x / (exactmath.exp32(-x) + 1)``, of x [B, N] float32 (any strides)
     into y [B, N]: exp32's clamp, range reduction and polynomial, operation for operation."""
     B, N = x.shape
-    poly = np.empty(N, np.float32)
-    bits = np.empty(N, np.int32)
-    pow2 = bits.view(np.float32)
-    row = np.empty(N, np.float32)
-    for b in range(B):
-        for j in range(N):
-            row[j] = x[b, j]
-        for j in range(N):
-            t = -row[j]
-            t = F32(-87.0) if t < F32(-87.0) else t
-            t = F32(88.0) if t > F32(88.0) else t
-            n = np.rint(t * F32(1.4426950408889634))
-            r = t - n * F32(0.693145751953125)
-            r = r - n * F32(1.4286068203094172e-06)
-            e = F32(1.0 / 5040)  # exactmath._EXP32_COEFFS, from the top
-            e = e * r
-            e = e + F32(1.0 / 720)
-            e = e * r
-            e = e + F32(1.0 / 120)
-            e = e * r
-            e = e + F32(1.0 / 24)
-            e = e * r
-            e = e + F32(1.0 / 6)
-            e = e * r
-            e = e + F32(0.5)
-            e = e * r
-            e = e + F32(1.0)
-            e = e * r
-            e = e + F32(1.0)
-            poly[j] = e
-            k = np.int32(n)
-            k = -126 if k < -126 else k
-            k = 127 if k > 127 else k
-            bits[j] = (k + 127) << 23  # 2.0**k (exactmath.pow2_32)
-        out = y[b]
-        for j in range(N):
-            e = poly[j] * pow2[j]
-            out[j] = row[j] / (e + F32(1.0))
+    for c in prange(chunks):
+        poly = np.empty(N, np.float32)
+        bits = np.empty(N, np.int32)
+        row = np.empty(N, np.float32)
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            for j in range(N):
+                row[j] = x[b, j]
+            _silu_row(row, y[b], poly, bits, bits.view(np.float32))
 
 
 @njit(**_JIT)
-def _quantize_kv(x, s, tmp):
-    """round(x / s) of a key or value vector, into tmp."""
+def _quantize_kv(x, s, out):
+    """round(x / s) of a key or value vector."""
     for d in range(x.shape[0]):
-        tmp[d] = np.rint(x[d] / s)
+        out[d] = np.rint(x[d] / s)
 
 
 @njit(**_JIT)
+def _attention_row(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, pieces,
+                   q_scale, rot, tmp, scratch):
+    """attention_input of one stream: x [(H + 2G) D], the others of that stream."""
+    D = cos.shape[0]
+    half = D // 2
+    R = H // G
+    for h in range(H + G):
+        o = h * D
+        for d in range(half):  # x * cos + roll(x, D/2) * sin
+            rot[d] = x[o + d] * cos[d] + x[o + d + half] * sin[d]
+        for d in range(half, D):
+            rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
+        if h < H:
+            g, r = h // R, h % R
+            s = _absmax(rot, scratch) / QMAX
+            _split(rot, s, pieces[g, r], pieces[g, R + r])
+            q_scale[g, r, 0] = s
+        else:
+            g = h - H
+            if write_sink:
+                for d in range(D):
+                    sink[g, slot, d] = x[o + d]
+            s = _absmax(rot, scratch) / KV_MAX
+            _quantize_kv(rot, s, tmp)
+            for d in range(D):
+                kt[g, d, slot] = tmp[d]
+            k_scale[g, slot] = s
+    for g in range(G):
+        o = (H + G + g) * D
+        vec = x[o:o + D]
+        s = _absmax(vec, scratch) / KV_MAX
+        _quantize_kv(vec, s, v[g, slot])
+        v_scale[g, slot] = s
+
+
+@njit(**_PAR)
 def attention_input(qkv, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot,
-                    pieces, q_scale):
+                    pieces, q_scale, chunks):
     """Engine.attention before the scores, for one layer: qkv [B, (H + 2G) D] -> the
     unrotated keys to sink [B, G, S, D][.., slot] (if write_sink), the rotated keys quantised
     to kt [B, G, D, W][.., slot] with k_scale [B, G, W][.., slot], the values to
@@ -228,157 +301,147 @@ def attention_input(qkv, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_sca
     rows) and their scale q_scale [B, G, R, 1]."""
     B = qkv.shape[0]
     D = cos.shape[0]
-    half = D // 2
-    R = H // G
-    rot = np.empty(D, np.float32)
-    tmp = np.empty(D, np.float32)
-    scratch = np.empty(1, np.int32)
-    for b in range(B):
-        qb = qkv[b]
-        for h in range(H + G):
-            x = qb[h * D:(h + 1) * D]
-            for d in range(half):  # x * cos + roll(x, D/2) * sin
-                rot[d] = x[d] * cos[d] + x[d + half] * sin[d]
-            for d in range(half, D):
-                rot[d] = x[d] * cos[d] + x[d - half] * sin[d]
-            if h < H:
-                g, r = h // R, h % R
-                s = _absmax(rot, scratch) / QMAX
-                _split(rot, s, pieces[b, g, r], pieces[b, g, R + r])
-                q_scale[b, g, r, 0] = s
-            else:
-                g = h - H
-                if write_sink:
-                    sink[b, g, slot, :] = x
-                s = _absmax(rot, scratch) / KV_MAX
-                _quantize_kv(rot, s, tmp)
-                kt[b, g, :, slot] = tmp
-                k_scale[b, g, slot] = s
-        for g in range(G):
-            x = qb[(H + G + g) * D:(H + G + g + 1) * D]
-            s = _absmax(x, scratch) / KV_MAX
-            _quantize_kv(x, s, v[b, g, slot])
-            v_scale[b, g, slot] = s
+    for c in prange(chunks):
+        rot = np.empty(D, np.float32)
+        tmp = np.empty(D, np.float32)
+        scratch = np.empty(1, np.int32)
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            _attention_row(qkv[b], cos, sin, H, G, sink[b], write_sink, kt[b], k_scale[b],
+                           v[b], v_scale[b], slot, pieces[b], q_scale[b], rot, tmp, scratch)
 
 
 @njit(**_JIT)
-def _table_index(d, last):
-    """A rounded, non-negative table position clamped to the last entry, as an index (NaN:
-    the last entry; never an index outside the table)."""
-    d = d if d <= last else last
-    d = d if d >= 0 else 0
-    return np.uint32(np.int32(d))
+def _weights_group(s2, k_scale, q_scale, step, table, v_scale, a, f, s, idx, ks, vs, scratch):
+    """attention_weights of one (stream, key group): s2 [2R, n], k_scale [n], q_scale
+    [R, 1], v_scale [n] -> a [R, n], f [R, 1]."""
+    R = s2.shape[0] // 2
+    n = s2.shape[1]
+    last = F32(table.shape[0] - 1)
+    for j in range(n):
+        ks[j] = k_scale[j]
+        vs[j] = v_scale[j]
+    vmax = F64(_max(vs, scratch))
+    for r in range(R):
+        hi, lo, out = s2[r], s2[R + r], a[r]
+        for j in range(n):
+            s[j] = (lo[j] + F32(256.0) * hi[j]) * ks[j]
+        top = _max(s, scratch)
+        c0 = q_scale[r, 0] * step
+        for j in range(n):  # (separate loops: each one vectorises)
+            idx[j] = _table_index(np.rint((top - s[j]) * c0), last)
+        for j in range(n):
+            s[j] = table[idx[j]]
+        z = np.int64(0)
+        for j in range(n):
+            z += np.int32(s[j])  # exact: integers <= 2**24
+        zf = F64(z)
+        c = F64(1 << 16) / (zf * vmax)
+        cf = F32(c)
+        for j in range(n):
+            w = s[j] * vs[j]
+            out[j] = np.rint(w * cf)
+        f[r, 0] = F32(F64(1.0) / (F64(cf) * zf))
 
 
-@njit(**_JIT)
-def attention_weights(s2, k_scale, q_scale, step, table, v_scale, a, f):
+@njit(**_PAR)
+def attention_weights(s2, k_scale, q_scale, step, table, v_scale, a, f, chunks):
     """Engine.attend between its two products: the exact scores s2 [B, G, 2R, n] (hi rows,
     then lo rows) with the key scales [B, G, n], the query scales [B, G, R, 1] and the value
     scales [B, G, n] -> the integer weights a [B, G, R, n] and the output factor f [B, G, R, 1]
     (out = (a @ values) * f)."""
-    B, G, R2, n = s2.shape
-    R = R2 // 2
-    last = F32(table.shape[0] - 1)
-    s = np.empty(n, np.float32)
-    idx = np.empty(n, np.uint32)
-    ks = np.empty(n, np.float32)
-    vs = np.empty(n, np.float32)
-    scratch = np.empty(1, np.int32)
-    for b in range(B):
-        for g in range(G):
-            for j in range(n):
-                ks[j] = k_scale[b, g, j]
-                vs[j] = v_scale[b, g, j]
-            vmax = F64(_max(vs, scratch))
-            for r in range(R):
-                hi, lo, out = s2[b, g, r], s2[b, g, R + r], a[b, g, r]
-                for j in range(n):
-                    s[j] = (lo[j] + F32(256.0) * hi[j]) * ks[j]
-                top = _max(s, scratch)
-                c0 = q_scale[b, g, r, 0] * step
-                for j in range(n):  # (separate loops: each one vectorises)
-                    idx[j] = _table_index(np.rint((top - s[j]) * c0), last)
-                for j in range(n):
-                    s[j] = table[idx[j]]
-                z = np.int64(0)
-                for j in range(n):
-                    z += np.int32(s[j])  # exact: integers <= 2**24
-                zf = F64(z)
-                c = F64(1 << 16) / (zf * vmax)
-                cf = F32(c)
-                for j in range(n):
-                    w = s[j] * vs[j]
-                    out[j] = np.rint(w * cf)
-                f[b, g, r, 0] = F32(F64(1.0) / (F64(cf) * zf))
+    B, G, _, n = s2.shape
+    for c in prange(chunks):
+        s = np.empty(n, np.float32)
+        idx = np.empty(n, np.uint32)
+        ks = np.empty(n, np.float32)
+        vs = np.empty(n, np.float32)
+        scratch = np.empty(1, np.int32)
+        start, stop = _part(c, chunks, B * G)
+        for bg in range(start, stop):
+            b, g = bg // G, bg % G
+            _weights_group(s2[b, g], k_scale[b, g], q_scale[b, g], step, table, v_scale[b, g],
+                           a[b, g], f[b, g], s, idx, ks, vs, scratch)
 
 
 @njit(**_JIT)
-def frequencies(x, bias, use_bias, shared, step, table, f, total):
+def _frequency_row(x, bias, use_bias, step, table, f, row, idx, scratch):
+    """frequencies of one row; returns its total."""
+    V = x.shape[0]
+    last = F32(table.shape[0] - 1)
+    if use_bias:
+        for j in range(V):
+            row[j] = x[j] + bias[j]
+    else:
+        for j in range(V):
+            row[j] = x[j]
+    top = _max(row, scratch)
+    for j in range(V):
+        idx[j] = _table_index(np.rint((top - row[j]) * step), last)
+    for j in range(V):
+        f[j] = table[idx[j]]
+    t = np.int64(0)
+    for j in range(V):
+        t += np.int64(f[j])  # exact: integers below 2**53
+    return F64(t)
+
+
+@njit(**_PAR)
+def frequencies(x, bias, use_bias, shared, step, table, f, total, chunks):
     """mixer.lm_frequencies of ``x + bias`` (Bias.apply, float32) for logits x [n, V]
     float32: f [n, V] float64 integers and their exact row sums total [n]. bias [V'] rows:
     one shared row (shared) or one per stream."""
     n, V = x.shape
-    last = F32(table.shape[0] - 1)
-    row = np.empty(V, np.float32)
-    idx = np.empty(V, np.uint32)
-    scratch = np.empty(1, np.int32)
-    for i in range(n):
-        xi = x[i]
-        if use_bias:
-            bi = bias[0 if shared else i]
-            for j in range(V):
-                row[j] = xi[j] + bi[j]
-        else:
-            for j in range(V):
-                row[j] = xi[j]
-        top = _max(row, scratch)
-        for j in range(V):
-            idx[j] = _table_index(np.rint((top - row[j]) * step), last)
-        fi = f[i]
-        for j in range(V):
-            fi[j] = table[idx[j]]
-        t = np.int64(0)
-        for j in range(V):
-            t += np.int64(fi[j])  # exact: integers below 2**53
-        total[i] = F64(t)
+    for c in prange(chunks):
+        row = np.empty(V, np.float32)
+        idx = np.empty(V, np.uint32)
+        scratch = np.empty(1, np.int32)
+        start, stop = _part(c, chunks, n)
+        for i in range(start, stop):
+            total[i] = _frequency_row(x[i], bias[0 if shared else i], use_bias, step, table,
+                                      f[i], row, idx, scratch)
 
 
-@njit(**_JIT)
-def scale_rows(f, k, p):
+@njit(**_PAR)
+def scale_rows(f, k, p, chunks):
     """p [n, V] = f * k[:, None] (float64, one rounding each)."""
     n, V = f.shape
-    for i in range(n):
-        c = k[i]
-        fi, pi = f[i], p[i]
-        for j in range(V):
-            pi[j] = fi[j] * c
+    for c in prange(chunks):
+        start, stop = _part(c, chunks, n)
+        for i in range(start, stop):
+            ki, fi, pi = k[i], f[i], p[i]
+            for j in range(V):
+                pi[j] = fi[j] * ki
 
 
-@njit(**_JIT)
-def bias_step(f, c, y, ry, lr, adaptive, b, g2, b_out, g2_out, b32):
+@njit(**_PAR)
+def bias_step(f, c, y, ry, lr, adaptive, b, g2, b_out, g2_out, b32, chunks):
     """Bias.update for a shared bias (format 3): the gradient in units of 2**-40,
     g = sum_i round(f[i] * c[i]) - sum over i of ry[i] at y[i] (exact integers), times 2**-40,
     then the AdaGrad step (or SGD) and the clip, into b_out, g2_out, b32 (= float32(b))."""
     n, V = f.shape
     g = np.zeros(V, np.float64)
-    for i in range(n):
-        ci, fi = c[i], f[i]
-        for j in range(V):
-            g[j] += np.rint(fi[j] * ci)  # exact: integers below 2**53
-    for i in range(n):
-        g[y[i]] -= ry[i]
-    for j in range(V):
-        gj = g[j] * F64(1.0 / (1 << 40))
-        if adaptive:
-            s = g2[j] + gj * gj
-            g2_out[j] = s
-            t = b[j] - lr * gj / np.sqrt(F64(0.25) + s)
-        else:
-            t = b[j] - gj * lr
-        t = F64(-8.0) if t < F64(-8.0) else t
-        t = F64(8.0) if t > F64(8.0) else t
-        b_out[j] = t
-        b32[j] = F32(t)
+    for part in prange(chunks):
+        start, stop = _part(part, chunks, V)
+        for i in range(n):
+            ci, fi = c[i], f[i]
+            for j in range(start, stop):
+                g[j] += np.rint(fi[j] * ci)  # exact: integers below 2**53
+        for i in range(n):
+            if start <= y[i] < stop:
+                g[y[i]] -= ry[i]
+        for j in range(start, stop):
+            gj = g[j] * F64(1.0 / (1 << 40))
+            if adaptive:
+                s = g2[j] + gj * gj
+                g2_out[j] = s
+                t = b[j] - lr * gj / np.sqrt(F64(0.25) + s)
+            else:
+                t = b[j] - gj * lr
+            t = F64(-8.0) if t < F64(-8.0) else t
+            t = F64(8.0) if t > F64(8.0) else t
+            b_out[j] = t
+            b32[j] = F32(t)
 
 
 @njit(cache=True)
@@ -394,11 +457,12 @@ _NONE32 = np.zeros(1, np.float32)
 _NONE64 = np.zeros(1, np.float64)
 _NONE2D = np.zeros((1, 1), np.float32)
 _STATE: dict[str, bool | int] = {"off": 0}
+_LOCAL = threading.local()  # per thread: scratch buffers that never leave a call
 
 
 def available() -> bool:
     """Whether the fused kernels may run in this process (see the module docstring)."""
-    if numba is None or _STATE["off"] or os.environ.get(ENV) == "0":
+    if _STATE["off"] or numba is None or os.environ.get(ENV) == "0":
         return False
     ok = _STATE.get("ok")
     if ok is None:
@@ -422,7 +486,22 @@ def disabled():
 
 def usable(t: torch.Tensor) -> bool:
     """Whether to take the fused path for tensors like t (on the CPU, kernels available)."""
-    return t.device.type == "cpu" and available()
+    return t.is_cpu and available()
+
+
+def _chunks(items: int) -> int:
+    """Chunks to split a kernel's ``items`` outer iterations into: one per thread (torch's
+    thread count, which kernels.configure sets, within numba's pool)."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, items))
+
+
+def _scratch(key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A buffer of this thread for one call site (``key``), reused while its shape stays."""
+    pool = _LOCAL.__dict__.setdefault("pool", {})
+    t = pool.get(key)
+    if t is None or t.shape != shape:
+        t = pool[key] = torch.empty(shape, dtype=dtype)
+    return t
 
 
 def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
@@ -430,22 +509,25 @@ def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
     """``lin(x)`` (engine.IntLinear) or, with ``gain``, ``Engine.normed_linear(x, lin, gain)``
     with ``rms_eps = eps``: x [B, K] float32 -> [B, N] float32."""
     b, k = x.shape
-    a = torch.empty((2 * b, k), dtype=lin.products.activation_dtype())
+    n = lin.scale.shape[0]
+    dtype = lin.products.activation_dtype()
+    a = _scratch(("a", k, dtype), (2 * b, k), dtype)
     scale = np.empty(b, np.float32)
+    chunks = _chunks(b)
     linear_input(x.numpy(), _NONE32 if gain is None else gain.numpy(), gain is not None,
-                 float(eps), a.numpy(), scale)
-    p = lin.products.exact(a, lin.w)
-    y = torch.empty((b, lin.scale.shape[0]), dtype=torch.float32)
+                 float(eps), a.numpy(), scale, chunks)
+    p = lin.products.exact(a, lin.w, _scratch(("p", n), (2 * b, n), torch.int32))
+    y = torch.empty((b, n), dtype=torch.float32)
     bias = lin.bias
     linear_output(p.numpy(), scale, lin.scale.numpy(), _NONE32 if bias is None else bias.numpy(),
-                  bias is not None, y.numpy())
+                  bias is not None, y.numpy(), chunks)
     return y
 
 
 def silu_(x: torch.Tensor) -> torch.Tensor:
     """Engine.silu of x [B, N] float32."""
     y = torch.empty(x.shape, dtype=torch.float32)
-    silu(x.numpy(), y.numpy())
+    silu(x.numpy(), y.numpy(), _chunks(x.shape[0]))
     return y
 
 
@@ -456,14 +538,16 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
     c = engine.config
     b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
     R = H // G
-    pieces = torch.empty((b, G, 2 * R, D), dtype=torch.float32)
-    q_scale = torch.empty((b, G, R, 1), dtype=torch.float32)
-    attention_input(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys[i].numpy(),
-                    slot < cache.sinks, cache.kt[i].numpy(), cache.k_scale[i].numpy(),
-                    cache.v[i].numpy(), cache.v_scale[i].numpy(), slot, pieces.numpy(),
-                    q_scale.numpy())
-    out = attend(engine, pieces, q_scale, cache.kt[i, :, :, :, :n], cache.k_scale[i, :, :, :n],
-                 cache.v[i, :, :, :n], cache.v_scale[i, :, :, :n])
+    pieces = _scratch(("pieces",), (b, G, 2 * R, D), torch.float32)
+    q_scale = _scratch(("q_scale",), (b, G, R, 1), torch.float32)
+    kt, k_scale, v, v_scale = (t.numpy()[i] for t in (cache.kt, cache.k_scale, cache.v,
+                                                       cache.v_scale))
+    attention_input(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
+                    slot < cache.sinks, kt, k_scale, v, v_scale, slot, pieces.numpy(),
+                    q_scale.numpy(), _chunks(b))
+    out = attend(engine, pieces, q_scale, torch.from_numpy(kt[..., :n]),
+                 torch.from_numpy(k_scale[..., :n]), torch.from_numpy(v[:, :, :n]),
+                 torch.from_numpy(v_scale[..., :n]))
     return out.view(b, H * D)
 
 
@@ -473,11 +557,12 @@ def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Te
     between them fused."""
     b, G, R2, _ = pieces.shape
     n = keys_t.shape[-1]
-    s2 = torch.matmul(pieces, keys_t)  # [B, G, 2R, n] exact integers
-    a = torch.empty((b, G, R2 // 2, n), dtype=torch.float32)
-    f = torch.empty((b, G, R2 // 2, 1), dtype=torch.float32)
+    s2 = torch.matmul(pieces, keys_t, out=_scratch(("s2",), (b, G, R2, n), torch.float32))
+    a = _scratch(("weights",), (b, G, R2 // 2, n), torch.float32)
+    f = _scratch(("factor",), (b, G, R2 // 2, 1), torch.float32)
     attention_weights(s2.numpy(), k_scale.numpy(), q_scale.numpy(), F32(engine.score_step),
-                      engine.table.numpy(), v_scale.numpy(), a.numpy(), f.numpy())
+                      engine.table.numpy(), v_scale.numpy(), a.numpy(), f.numpy(),
+                      _chunks(b * G))
     out = torch.matmul(a, values)  # exact: 127 * sum(a) < 2**24
     return out.mul_(f)
 
@@ -497,14 +582,14 @@ def lm_frequencies(x: torch.Tensor, bias: torch.Tensor | None,
     else:
         b, shared = bias.numpy(), False
     frequencies(x.numpy(), b, bias is not None, shared, F32(256.0), table, f.numpy(),
-                total.numpy()[:, 0])
+                total.numpy()[:, 0], _chunks(n))
     return f, total
 
 
 def mixture(f: torch.Tensor, k: np.ndarray) -> np.ndarray:
     """``f * k[:, None]`` (float64 [n, V], one rounding per entry) as a new array."""
     p = np.empty(tuple(f.shape), dtype=np.float64)
-    scale_rows(f.numpy(), np.ascontiguousarray(k, dtype=np.float64), p)
+    scale_rows(f.numpy(), np.ascontiguousarray(k, dtype=np.float64), p, _chunks(len(p)))
     return p
 
 
@@ -523,7 +608,8 @@ def bias_update(bias, f: torch.Tensor, total: torch.Tensor, y: torch.Tensor,
     b32 = torch.empty(bias.b.shape, dtype=torch.float32)
     bias_step(f.numpy(), c.numpy()[:, 0], y.numpy(), ry.numpy(), float(bias.lr), adaptive,
               bias.b.numpy(), bias.g2.numpy() if adaptive else _NONE64, b_out.numpy(),
-              g2_out.numpy() if adaptive else _NONE64, b32.numpy())
+              g2_out.numpy() if adaptive else _NONE64, b32.numpy(),
+              _chunks(bias.b.shape[0] // 4096 + 1))
     bias.b, bias.b32 = b_out, b32
     if adaptive:
         bias.g2 = g2_out
