@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmzip import bench
-from tests.conftest import ALICE, CORPUS, DATA
+from tests.helpers import ALICE, CORPUS, DATA
 
 OPTS = ["--context", "16", "--threads", "1", "--streams", "2", "-q"]
 CLASSIC = ["gzip -9", "bzip2 -9", "xz -9", "zstd -19", "brotli -q 11"]

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from llmzip import container as fmt
-from llmzip.cli import main
 from llmzip.mixer import MixConfig
-from tests.conftest import CORPUS
-
-OPTS = ["--context", "16", "--threads", "1", "--streams", "2"]
-
-
-
-
-def invoke(argv, input=None):
-    """Like the console script: aliases and the default command are resolved by main()."""
-    runner = CliRunner()
-
-    def entry():
-        main(argv)
-
-    import click
-
-    cmd = click.Command("llmzip", callback=entry)
-    return runner.invoke(cmd, [], input=input, catch_exceptions=False)
+from tests.helpers import CORPUS, OPTS, invoke, subprocess_env
 
 
 @pytest.fixture
@@ -199,17 +179,13 @@ def test_version_and_help():
     assert r.exit_code == 0 and "decompress" in r.output
 
 
-def _env(model: str) -> dict:
-    return {**os.environ, "LLMZIP_MODEL": model, "PYTHONPATH": str(Path(__file__).parents[1])}
-
-
 def test_real_pipe_stdin_stdout(tiny_model):
     data = CORPUS.encode() * 3
     cmd = [sys.executable, "-m", "llmzip"]
     packed = subprocess.run([*cmd, "compress", *OPTS], input=data, capture_output=True,
-                            env=_env(tiny_model), check=True).stdout
+                            env=subprocess_env(tiny_model), check=True).stdout
     back = subprocess.run([*cmd, "-d"], input=packed, capture_output=True,
-                          env=_env(tiny_model), check=True).stdout
+                          env=subprocess_env(tiny_model), check=True).stdout
     assert back == data
 
 

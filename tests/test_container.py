@@ -12,7 +12,7 @@ import llmzip
 from llmzip import container as fmt
 from llmzip import numerics
 from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1, "streams": 2}
 
