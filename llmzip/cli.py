@@ -9,6 +9,7 @@ Data goes to stdout only; messages and the progress bar go to stderr.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -304,13 +305,45 @@ def model_path() -> None:
     _run(lambda: click.echo(str(models.resolve(None))))
 
 
-def _register_bench() -> None:
-    from llmzip.bench import bench_command
+@cli.command("bench")
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
+@click.option("--bytes", "limit", type=click.IntRange(1), metavar="N",
+              help="Measure only the first N bytes of each file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list (one record per compressor per file) on stdout; the "
+              "table goes to stderr.")
+@click.option("--plot", "plot_path", metavar="OUT.png", type=click.Path(dir_okay=False),
+              help="Plot bits per byte against compress speed into OUT.png.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; with --json no table.")
+@settings_options
+def bench(inputs, limit, as_json, plot_path, quiet, **options) -> None:
+    """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILEs (round trips checked).
+    Needs the bench extra: pip install 'llmzip[bench]'."""
+    settings = settings_from(**options)
 
-    cli.add_command(bench_command, "bench")
+    def job() -> None:
+        from llmzip import bench as measure
 
+        measure.require_extra(plot=plot_path is not None)
+        from llmzip import report
 
-_register_bench()
+        if plot_path and not os.path.isdir(os.path.dirname(os.path.abspath(plot_path))):
+            raise LlmzipError(f"{plot_path}: no such directory for the plot")
+        records = measure.run_bench(inputs, settings, limit, show_progress=not quiet)
+        notes = report.footnotes(measure.peak_resettable())
+        if as_json:
+            click.echo(json.dumps([r.to_json() for r in records], indent=2))
+            if not quiet:
+                report.render_table(records, sys.stderr, notes)
+        else:
+            report.render_table(records, sys.stdout, notes)
+        if plot_path:
+            report.plot(records, plot_path)
+        failed = measure.failed(records)
+        if failed:
+            raise LlmzipError(f"round trip failed: {', '.join(failed)}")
+
+    _run(job)
 
 
 def main(argv: list[str] | None = None) -> None:
