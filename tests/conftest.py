@@ -1,14 +1,40 @@
 """Fixtures only (shared helpers and constants are in tests/helpers.py): the tiny seeded model,
-the installed default model, and the checks that every test leaves the process and the
-checkout as it found them."""
+the installed default model, and the check that the tests leave the checkout as they found
+it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
-from tests.helpers import build_model_dir
+from tests.helpers import ROOT, build_model_dir
+
+# What tests and tools may add to the checkout: caches and the virtual environment.
+_CACHES = (".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".egg-info")
+
+
+def _checkout_state() -> set[str] | None:
+    """`git status` lines, ignored files included (a fuzzer's crash-* and timeout-* are
+    ignored by .gitignore), caches left out; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line for line in out.splitlines() if not any(c in line for c in _CACHES)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_the_checkout_clean():
+    """The tests leave nothing in the repository (artifacts belong under tmp_path)."""
+    before = _checkout_state()
+    yield
+    after = _checkout_state()
+    if before is not None and after is not None:
+        assert not sorted(after - before), f"the tests left this in the checkout: " \
+            f"{sorted(after - before)}"
 
 
 @pytest.fixture(scope="session")
