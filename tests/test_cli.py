@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +373,15 @@ def test_cli_only_parses_and_calls():
     names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"unlink", "rename", "mkstemp", "tempfile", "chmod", "utime",
                         "atomic_output", "refuse_terminal", "NullWriter"}
+
+
+def test_compare_gzip_script_is_valid_bash():
+    """scripts/compare_gzip.sh (llmzip and gzip side by side, ~2 minutes) is run by hand."""
+    import shutil
+
+    from tests.helpers import ROOT
+
+    script = ROOT / "scripts" / "compare_gzip.sh"
+    assert os.access(script, os.X_OK)
+    if shutil.which("bash"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
