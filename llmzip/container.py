@@ -59,7 +59,8 @@ MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2  # formats 1-2 only
 
-KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA, KIND_END1 = 0, 1, 2, 3, 4, 5
+KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
+KIND_END1 = 5
 ENGINE_EXACT = 1  # engine.py: format 3's exact integer engine
 ENGINE_LEGACY = 0x80  # legacy.py: how --portable files of formats 1-2 were computed
 ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible here

@@ -29,7 +29,7 @@ from llmzip.exactmixer import ExactMixer
 from llmzip.listing import describe
 from llmzip.llama import Llama, LlamaConfig
 from llmzip.mixer import MixConfig
-from tests.conftest import CORPUS, english_text
+from tests.helpers import CORPUS, english_text
 
 # Environments that change the kernels torch runs: no SIMD at all, or AVX2 only, one thread.
 OTHER_ENVS = [
@@ -247,7 +247,7 @@ def test_real_model_portable_file_decodes_with_avx2_and_one_thread(real_model, t
 
 
 def test_cli_portable_flag_info_and_decode_options(tiny_env, tmp_path):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     src = tmp_path / "a.txt"
     src.write_bytes(CORPUS.encode())

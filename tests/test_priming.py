@@ -19,7 +19,7 @@ from llmzip.match import Match
 from llmzip.mixer import ContextMixer, MixConfig
 from llmzip.numerics import Numerics
 from llmzip.predictor import Predictor, stream_starts
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
 

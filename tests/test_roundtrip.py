@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import llmzip
 from llmzip import codec
 from llmzip import container as fmt
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
 
