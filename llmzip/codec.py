@@ -31,6 +31,7 @@ from llmzip.predictor import Predictor
 from llmzip.settings import Coding, Settings, from_section, to_section
 
 BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: no model run for it
+CLASSIC = True  # try raw LZMA2 for every frame (tests that need model-coded frames turn it off)
 
 Progress = Callable[[int], None]  # called with a number of input bytes just finished
 
@@ -100,7 +101,7 @@ class _FrameEncoder:
         """The smallest of the stored, lzma and (for text) model-coded forms of a frame."""
         crc = zlib.crc32(data)
         choices: list[fmt.Frame] = [fmt.StoredFrame(data, crc)]
-        if data:
+        if data and CLASSIC:
             choices.append(fmt.LzmaFrame(len(data), crc, fmt.lzma_pack(data)))
         tokens = self.model.tokens.encode(data)
         if 0 < len(tokens) <= BINARY_TOKENS_PER_BYTE * len(data):

@@ -35,7 +35,7 @@ _SETTINGS_OPTIONS = [
                  help=f"Best ratio, slowest: one stream per frame and a {st.BEST_WINDOW}-token "
                  f"window (--streams 1 --context {st.BEST_WINDOW}; either flag given "
                  "still wins)."),
-    click.option("--prime", type=click.IntRange(0, st.MAX_WINDOW),
+    click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
                  default=st.DEFAULT_PRIME, show_default=True,
                  help="Tokens the first stream codes alone before the others start from its "
                  "context (0: every stream starts cold)."),

@@ -157,8 +157,8 @@ class Settings:
             raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
         if not 0 <= self.sinks < self.window <= MAX_WINDOW or self.window < 8:
             raise ValueError(f"window must be in 8..{MAX_WINDOW} and larger than sinks")
-        if not 0 <= self.prime <= MAX_WINDOW:
-            raise ValueError(f"prime must be in 0..{MAX_WINDOW}")
+        if not 0 <= self.prime <= fmt.MAX_WINDOW:
+            raise ValueError(f"prime must be in 0..{fmt.MAX_WINDOW}")
         if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
         if self.device not in ("cpu", "cuda"):

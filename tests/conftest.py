@@ -66,3 +66,12 @@ def real_model() -> str:
         if os.environ.get("CI"):
             raise
         pytest.skip("the default model is not installed (llmzip model fetch)")
+
+
+@pytest.fixture
+def model_coding(monkeypatch) -> None:
+    """Frames are coded by the model or stored, never by lzma: for tests about model-coded
+    frames (the tiny random model often loses to lzma on short repetitive text)."""
+    from llmzip import codec
+
+    monkeypatch.setattr(codec, "CLASSIC", False)

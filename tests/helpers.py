@@ -50,9 +50,11 @@ def build_tokenizer(vocab_size: int = 320, full_alphabet: bool = True):
     return tok
 
 
-def build_model_dir(path: Path, seed: int = 0, layers: int = 2) -> Path:
+def build_model_dir(path: Path, seed: int = 0, layers: int = 2, kind: str = "llama") -> Path:
     """A tiny, seeded, randomly initialised Llama with build_tokenizer(), written as a Hugging
-    Face model directory so tests use the real loading path. Same seed, same weights."""
+    Face model directory so tests use the real loading path. Same seed, same weights (the
+    golden files of tests/golden were made with the default). ``kind="qwen2"``: a Qwen2 with
+    q/k/v biases, an untied head and random norm gains."""
     import torch
     from safetensors.torch import save_file
 
@@ -62,11 +64,13 @@ def build_model_dir(path: Path, seed: int = 0, layers: int = 2) -> Path:
     vocab = tok.get_vocab_size()
     hidden, heads, kv_heads, inter = 64, 4, 2, 128
     head_dim = hidden // heads
+    qwen = kind == "qwen2"
     config = {
-        "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
+        "model_type": kind, "vocab_size": vocab, "hidden_size": hidden,
         "intermediate_size": inter, "num_hidden_layers": layers,
         "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+        "rope_theta": 1e6 if qwen else 10000.0, "rms_norm_eps": 1e-6 if qwen else 1e-5,
+        "tie_word_embeddings": not qwen,
         "max_position_embeddings": 16384, "bos_token_id": 0, "eos_token_id": 0,
     }
     (path / "config.json").write_text(json.dumps(config))
@@ -88,6 +92,14 @@ def build_model_dir(path: Path, seed: int = 0, layers: int = 2) -> Path:
         w[p + "mlp.gate_proj.weight"] = rnd(inter, hidden)
         w[p + "mlp.up_proj.weight"] = rnd(inter, hidden)
         w[p + "mlp.down_proj.weight"] = rnd(hidden, inter)
+        if qwen:
+            for n, size in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
+                w[p + f"self_attn.{n}_proj.bias"] = rnd(size * head_dim, scale=0.5)
+            w[p + "input_layernorm.weight"] = 1 + rnd(hidden, scale=0.5)
+            w[p + "post_attention_layernorm.weight"] = 1 + rnd(hidden, scale=0.5)
+    if qwen:
+        w["lm_head.weight"] = rnd(vocab, hidden, scale=0.05)
+        w["model.norm.weight"] = 1 + rnd(hidden, scale=0.5)
     save_file(w, str(path / "model.safetensors"))
     return path
 
