@@ -23,8 +23,8 @@ little-endian. Format 3 (written by this llmzip):
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
 is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
-payload (checked before the model runs, so damage is found at once); the end record holds the length and CRC-32 of the whole original, so
-truncation is always detected.
+payload (checked before the model runs, so damage is found at once); the end record holds
+the length and CRC-32 of the whole original, so truncation is always detected.
 
 Formats 1 and 2 (llmzip 0.1) are read too: their header has no CRC and a model section of
 ``fingerprint:8 dtype:u8 device:u8 threads:u8 env:4 window:varint sinks:u8 [prime:varint]
