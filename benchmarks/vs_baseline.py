@@ -29,7 +29,8 @@ ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA"
 def cpu_flags() -> str:
     """The instruction-set flags that matter here, from /proc/cpuinfo."""
     try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
     except (OSError, StopIteration):
         return "unknown"
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")

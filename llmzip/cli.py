@@ -34,7 +34,8 @@ _LONG_MODES = {"--decompress": "d", "--uncompress": "d", "--compress": "z", "--t
 # their cluster (-oOUT, -kfo OUT). tests/test_cli.py checks these against the commands.
 _SHORT_WITH_VALUE = "o"
 _LONG_WITH_VALUE = frozenset({"--output", "--model", "--streams", "--context", "--prime",
-                              "--device", "--threads", "--frame-size", "--bytes", "--plot"})
+                              "--device", "--threads", "--workers", "--cluster",
+                              "--frame-size", "--bytes", "--plot"})
 _HELP_AND_VERSION = ("-h", "--help", "-V", "--version")
 # One-line help of the commands built on first use (`llmzip --help` lists them unbuilt).
 _SUMMARY = {
@@ -248,7 +249,7 @@ def _decode_command(mode: str) -> click.Command:
     @model_option
     @device_options_of
     def command(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model,
-                device, threads) -> None:
+                device, threads, workers, cluster) -> None:
         prefs = _prefs(mode, output, to_stdout, keep, remove, force, quiet)
 
         def job() -> int:
@@ -260,7 +261,8 @@ def _decode_command(mode: str) -> click.Command:
                 start = time.perf_counter()
                 try:
                     stats = codec.decompress_stream(fin, fout, model=model, progress=cb,
-                                                    threads=threads, device=device)
+                                                    threads=threads, device=device,
+                                                    workers=workers, cluster=cluster)
                 finally:
                     close()
                 if verbose and not quiet:

@@ -174,10 +174,7 @@ class Mixer:
         norm = w0 + _sum_columns(w)
         w = w / norm[:, None]
         w0 = w0 / norm
-        if self.legacy:
-            p = p_lm * w0[:, None]
-        else:
-            p = (f * torch.from_numpy(w0 / tn)[:, None]).numpy()
+        p = p_lm * w0[:, None] if self.legacy else (f * torch.from_numpy(w0 / tn)[:, None]).numpy()
         add_candidates(p, w, present, self.k, tok, q, mtok)
         self._state = (f, total, (w0, w, present, idx, tok, q, mtok))
         return p

@@ -130,3 +130,19 @@ def one_line_error(stderr: str) -> None:
     assert stderr.startswith("llmzip: "), stderr
     assert stderr.count("\n") == 1, stderr
     assert "Traceback" not in stderr
+
+
+class DyingWorker:
+    """A parallel.py worker (picklable: it is built in spawned processes) that doubles numbers,
+    and kills its own process on item ``die_on``, once if ``once`` (a marker file in ``where``
+    remembers), else every time."""
+
+    def __init__(self, die_on: int, where: str, once: bool) -> None:
+        self.die_on, self.where, self.once = die_on, Path(where), once
+
+    def __call__(self, item: int) -> int:
+        marker = self.where / f"died-{item}"
+        if item == self.die_on and not (self.once and marker.exists()):
+            marker.touch()
+            os._exit(9)
+        return 2 * item
