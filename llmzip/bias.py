@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from llmzip.kernels import sqrt
 from llmzip.settings import MixConfig
 
 CLIP = 8.0
@@ -90,7 +91,7 @@ class Bias:
         if g2 is None:
             return (b - g * self.lr).clamp_(-CLIP, CLIP), None
         g2 = g2 + g * g
-        b = b - self.lr * g / torch.sqrt(ADA_EPS + g2)
+        b = b - self.lr * g / sqrt(ADA_EPS + g2)  # correctly rounded: not torch.sqrt
         return b.clamp_(-CLIP, CLIP), g2
 
     def _update_legacy(self, p_lm: torch.Tensor, y: torch.Tensor, resp: torch.Tensor) -> None:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from llmzip import exactmath as xm
-from llmzip.kernels import Products
+from llmzip.kernels import Products, sqrt
 from llmzip.llama import LlamaConfig, grown, ring_step
 
 F32, F64 = torch.float32, torch.float64
@@ -154,7 +154,7 @@ class Engine:
         ms = ss * s64
         ms = ms * s64
         ms = ms / x.shape[-1]
-        inv_rms = 1.0 / torch.sqrt(ms + self.config.rms_eps)
+        inv_rms = 1.0 / sqrt(ms + self.config.rms_eps)  # correctly rounded (kernels.sqrt)
         return lin(x * gain, inv_rms.float())
 
     @staticmethod
