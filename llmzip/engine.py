@@ -187,6 +187,7 @@ class Engine:
         move, slot, n = ring_step(cache.t, cache.window, cache.sinks, cache.offset)
         if move:
             cache.offset += cache.window
+        if move and cache.sinks:  # (without sinks there is nothing to rotate)
             cos, sin = self._rotary(list(range(cache.offset, cache.offset + cache.sinks)))
             keys = self.rotate(cache.sink_keys, cos, sin)  # [L, B, G, S, D]
             scale = _scale_of(keys, KV_MAX)
