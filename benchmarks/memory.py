@@ -12,7 +12,7 @@ per frame make them several times faster. The frame size stays at its default (1
 Each run is a child process (``python -m llmzip ...``) whose own peak RSS comes from
 ``os.wait4`` (ru_maxrss of that child alone). Measured, per input size: ``compress`` from stdin
 to stdout, ``compress FILE -o OUT``, and ``decompress FILE -o OUT`` (checked equal to the
-input). The model is the tiny seeded test model of tests/conftest.py (``--model`` passes
+input). The model is the tiny seeded test model of tests/helpers.py (``--model`` passes
 another). The input is text-like: words of alice29.txt mixed with the words the tiny model's
 tokenizer was trained on, shuffled with a fixed seed, so that frames are range-coded, not
 stored (the table says how many of each). Inputs and outputs live in a temporary directory.
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import ALICE, CORPUS, build_model_dir  # noqa: E402
+from tests.helpers import ALICE, CORPUS, build_model_dir  # noqa: E402
 
 MB = 1_000_000
 CORPUS_WEIGHT = 30  # repeats of the tokenizer's training words: keeps tokens/byte < 0.75
@@ -108,7 +108,7 @@ def main() -> None:
             if getattr(args, flag):
                 settings += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         print(f"# {platform.machine()} {platform.processor() or ''} python "
-              f"{platform.python_version()}, model {args.model or 'tiny (tests/conftest.py)'}, "
+              f"{platform.python_version()}, model {args.model or 'tiny (tests/helpers.py)'}, "
               f"settings {' '.join(settings[2:])}")
         rows: dict[str, dict[float, tuple[int, float]]] = {m: {} for m in args.modes}
         kinds: dict[float, str] = {}

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from llmzip.numerics import numerics_for
 
 from llmzip import codec
-from llmzip.numerics import numerics_for
 
 
 def main() -> None:

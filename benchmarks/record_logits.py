@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from llmzip.numerics import numerics_for
 
 from llmzip import codec
 from llmzip.mixer import MixConfig
-from llmzip.numerics import numerics_for
 from llmzip.predictor import Predictor
 
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import torch
+from llmzip.numerics import numerics_for
 
 from llmzip import codec
-from llmzip.numerics import numerics_for
 
 
 def main() -> None:

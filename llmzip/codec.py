@@ -12,15 +12,18 @@ model has no model section in its header.
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import numpy as np
 
 from llmzip import container as fmt
+from llmzip import parallel
 from llmzip.coder import Decoder, Encoder
 from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
 from llmzip.kernels import configure
@@ -31,6 +34,7 @@ from llmzip.predictor import Predictor
 from llmzip.settings import Coding, Settings, from_section, to_section
 
 BINARY_TOKENS_PER_BYTE = 0.75  # above this a frame is not text: no model run for it
+CLASSIC = True  # try raw LZMA2 for every frame (tests that need model-coded frames turn it off)
 
 Progress = Callable[[int], None]  # called with a number of input bytes just finished
 
@@ -84,7 +88,10 @@ def _read_chunks(src: BinaryIO, size: int) -> Iterator[bytes]:
         yield chunk
 
 
-class _FrameEncoder:
+class FrameEncoder:
+    """Codes frames with one model. Called with a frame's bytes (as a worker is, parallel.py):
+    returns (frame, tokens coded by the model, the header's model section)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         configure(settings.device, settings.threads)
@@ -96,11 +103,15 @@ class _FrameEncoder:
         self.section = to_section(settings, self.model.fingerprint)
         self.coding = from_section(self.section)  # exactly what the decoder will read
 
-    def encode(self, data: bytes, stats: Stats, progress: Progress | None) -> fmt.Frame:
+    def __call__(self, data: bytes) -> tuple[fmt.Frame, int, fmt.ModelSection]:
+        return self.encode(data, None)
+
+    def encode(self, data: bytes, progress: Progress | None
+               ) -> tuple[fmt.Frame, int, fmt.ModelSection]:
         """The smallest of the stored, lzma and (for text) model-coded forms of a frame."""
         crc = zlib.crc32(data)
         choices: list[fmt.Frame] = [fmt.StoredFrame(data, crc)]
-        if data:
+        if data and CLASSIC:
             choices.append(fmt.LzmaFrame(len(data), crc, fmt.lzma_pack(data)))
         tokens = self.model.tokens.encode(data)
         if 0 < len(tokens) <= BINARY_TOKENS_PER_BYTE * len(data):
@@ -108,10 +119,7 @@ class _FrameEncoder:
         elif progress:
             progress(len(data))
         best = min(choices, key=lambda f: len(fmt.frame_bytes(f, self.coding.prime)))
-        if isinstance(best, fmt.CodedFrame):
-            stats.tokens += len(tokens)
-            stats.streams.append(len(best.tokens))
-        return best
+        return best, len(tokens) if isinstance(best, fmt.CodedFrame) else 0, self.section
 
     def _code(self, data: bytes, crc: int, tokens: np.ndarray,
               progress: Progress | None) -> fmt.CodedFrame:
@@ -132,30 +140,53 @@ class _FrameEncoder:
 def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = None,
                     progress: Progress | None = None) -> Stats:
     """Compress everything readable from ``src`` into ``dst``; memory is bounded by the frame
-    size (two frames are read ahead), not by the input size."""
+    size (a few frames are read ahead), not by the input size. With ``settings.workers`` or
+    ``settings.cluster`` the frames are coded in parallel (parallel.py): the same bytes."""
     settings = settings or Settings()
-    enc = _FrameEncoder(settings)
     stats = Stats()
     chunks = _read_chunks(src, settings.frame_size)
-    total_crc = 0
-    pending = next(chunks, None)
-    if pending is None:  # empty input: no frame, no model section
+    first = next(chunks, None)
+    if first is None:  # empty input: no frame, no model
         _write(dst, fmt.Header(settings.frame_size, None).to_bytes(), stats)
-    first = True
-    while pending is not None:
-        chunk, pending = pending, next(chunks, None)
-        frame = enc.encode(chunk, stats, progress)
-        if first:  # the model section only where a frame may need it
-            single = pending is None and not isinstance(frame, fmt.CodedFrame)
-            header = fmt.Header(settings.frame_size, None if single else enc.section)
-            _write(dst, header.to_bytes(), stats)
-            first = False
-        _write(dst, fmt.frame_bytes(frame, enc.coding.prime), stats)
-        stats.raw_bytes += len(chunk)
-        stats.frames += 1
-        stats.stored_frames += not isinstance(frame, fmt.CodedFrame)
-        total_crc = zlib.crc32(chunk, total_crc)
-    end = fmt.End(None, None) if stats.frames <= 1 else fmt.End(stats.raw_bytes, total_crc)
+        _write(dst, fmt.frame_bytes(fmt.End(None, None)), stats)
+        return stats
+    second = next(chunks, None)
+    crc = [0]  # of the whole input, as it is read (frames may be coded out of order)
+
+    def read() -> Iterator[bytes]:
+        for chunk in itertools.chain([first], [] if second is None else [second], chunks):
+            crc[0] = zlib.crc32(chunk, crc[0])
+            yield chunk
+
+    inputs = read()
+    pool = parallel.workers_for(FrameEncoder, lambda threads: (replace(settings, threads=threads),),
+                                settings.workers, settings.threads, settings.cluster)
+    try:
+        if pool is None:
+            encoder = FrameEncoder(settings)
+            results = (encoder.encode(chunk, progress) for chunk in inputs)
+        else:
+            results = pool.map(inputs)
+        for n, (frame, tokens, section) in enumerate(results):
+            if n == 0:  # the model section only where a frame may need it
+                single = second is None and not isinstance(frame, fmt.CodedFrame)
+                header = fmt.Header(settings.frame_size, None if single else section)
+                _write(dst, header.to_bytes(), stats)
+            _write(dst, fmt.frame_bytes(frame, settings.prime), stats)
+            length = len(frame.data) if isinstance(frame, fmt.StoredFrame) else frame.length
+            if pool is not None and progress:
+                progress(length)
+            stats.raw_bytes += length
+            stats.frames += 1
+            stats.tokens += tokens
+            if isinstance(frame, fmt.CodedFrame):
+                stats.streams.append(len(frame.tokens))
+            else:
+                stats.stored_frames += 1
+    finally:
+        if pool is not None:
+            pool.close()
+    end = fmt.End(None, None) if stats.frames <= 1 else fmt.End(stats.raw_bytes, crc[0])
     _write(dst, fmt.frame_bytes(end), stats)
     return stats
 
@@ -166,8 +197,9 @@ def _write(dst: BinaryIO, data: bytes, stats: Stats) -> None:
     stats.packed_bytes += len(data)
 
 
-class _FrameDecoder:
-    """Decodes frames; loads the model on the first coded one (other files need none)."""
+class FrameDecoder:
+    """Decodes frames; loads the model on the first coded one (other files need none). Called
+    with (index, frame) (as a worker is, parallel.py): returns the frame's verified bytes."""
 
     def __init__(self, header: fmt.Header, model: str | None, threads: int | None = None,
                  device: str | None = None) -> None:
@@ -177,6 +209,9 @@ class _FrameDecoder:
         self.device = device or "cpu"
         self._model: LoadedModel | None = None
         self.coding: Coding | None = None
+
+    def __call__(self, item: tuple[int, fmt.Frame]) -> bytes:
+        return self.decode(item[1], item[0], None)
 
     def _load(self) -> LoadedModel:
         if self._model is None:
@@ -253,29 +288,52 @@ class _FrameDecoder:
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
                       progress: Progress | None = None, threads: int | None = None,
-                      device: str | None = None) -> Stats:
+                      device: str | None = None, workers: int | None = None,
+                      cluster: str | None = None) -> Stats:
     """Decompress a whole container from ``src`` to ``dst``, verifying every checksum. Writes
     each frame only after its checksum matched; memory is bounded by the frame size. Any
-    device and thread count give the same bytes."""
+    device, thread count and number of workers give the same bytes."""
     header = fmt.Header.read(src)
-    decoder = _FrameDecoder(header, model, threads, device)
     stats = Stats()
-    total_crc = 0
-    for index, frame in fmt.frames(src, header):
-        if isinstance(frame, fmt.End):
-            break
-        data = decoder.decode(frame, index, progress)
-        if isinstance(frame, fmt.CodedFrame):
-            stats.tokens += sum(frame.tokens)
-            stats.streams.append(len(frame.tokens))
+    sent: collections.deque[fmt.Frame] = collections.deque()  # in flight, in order
+    end: list[fmt.End] = []
+
+    def frames() -> Iterator[tuple[int, fmt.Frame]]:
+        for index, frame in fmt.frames(src, header):
+            if isinstance(frame, fmt.End):
+                end.append(frame)
+                return
+            sent.append(frame)
+            yield index, frame
+
+    pool = parallel.workers_for(FrameDecoder, lambda t: (header, model, t, device), workers,
+                                threads, cluster)
+    try:
+        if pool is None:
+            decoder = FrameDecoder(header, model, threads, device)
+            results = (decoder.decode(frame, index, progress) for index, frame in frames())
         else:
-            stats.stored_frames += 1
-        dst.write(data)
-        dst.flush()
-        stats.raw_bytes += len(data)
-        stats.frames += 1
-        total_crc = zlib.crc32(data, total_crc)
-    if frame.length is not None and (frame.length != stats.raw_bytes or frame.crc != total_crc):
+            results = pool.map(frames())
+        total_crc = 0
+        for data in results:
+            frame = sent.popleft()
+            if isinstance(frame, fmt.CodedFrame):
+                stats.tokens += sum(frame.tokens)
+                stats.streams.append(len(frame.tokens))
+            else:
+                stats.stored_frames += 1
+            if pool is not None and progress:
+                progress(len(data))
+            dst.write(data)
+            dst.flush()
+            stats.raw_bytes += len(data)
+            stats.frames += 1
+            total_crc = zlib.crc32(data, total_crc)
+    finally:
+        if pool is not None:
+            pool.close()
+    last = end[0]
+    if last.length is not None and (last.length != stats.raw_bytes or last.crc != total_crc):
         raise ChecksumError("checksum mismatch of the whole file: the file is corrupt")
     if src.read(1):
         raise FormatError("corrupt file: trailing data after the end record")
@@ -290,8 +348,11 @@ def compress(data: bytes, **settings) -> bytes:
 
 
 def decompress(blob: bytes, model: str | None = None, threads: int | None = None,
-               device: str | None = None) -> bytes:
-    """Decompress bytes made by :func:`compress`; raises an LlmzipError on any problem."""
+               device: str | None = None, workers: int | None = None,
+               cluster: str | None = None) -> bytes:
+    """Decompress bytes made by :func:`compress`; raises an LlmzipError on any problem.
+    ``workers``/``cluster``: decode frames in parallel (the same bytes)."""
     out = io.BytesIO()
-    decompress_stream(io.BytesIO(blob), out, model=model, threads=threads, device=device)
+    decompress_stream(io.BytesIO(blob), out, model=model, threads=threads, device=device,
+                      workers=workers, cluster=cluster)
     return out.getvalue()

@@ -20,11 +20,11 @@ little-endian. Format 3 (written by this llmzip):
               are the whole file's)
 
 ``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it).
-``header_crc32`` covers every header byte before it and is checked before the body is read, so
-a damaged header is reported as damage, not as another model or a newer format. ``crc32`` is that of the frame's original bytes (checked after
-decoding), ``payload_crc32`` that of its payload (checked before the model runs, so damage is
-found at once); the end record holds the length and CRC-32 of the whole original, so
-truncation is always detected.
+``header_crc32`` covers every header byte before it and is checked before the body is read,
+so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
+is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
+payload (checked before the model runs, so damage is found at once); the end record holds
+the length and CRC-32 of the whole original, so truncation is always detected.
 
 Formats 1 and 2 (llmzip 0.1) are read too: their header has no CRC and a model section of
 ``fingerprint:8 dtype:u8 device:u8 threads:u8 env:4 window:varint sinks:u8 [prime:varint]
@@ -59,7 +59,8 @@ MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2  # formats 1-2 only
 
-KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA, KIND_END1 = 0, 1, 2, 3, 4, 5
+KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
+KIND_END1 = 5
 ENGINE_EXACT = 1  # engine.py: format 3's exact integer engine
 ENGINE_LEGACY = 0x80  # legacy.py: how --portable files of formats 1-2 were computed
 ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible here
@@ -306,9 +307,9 @@ def frame_bytes(frame: Frame, prime: int = 0) -> bytes:
     return bytes(out + _payload(frame.payload))
 
 
-def read_frame(f: BinaryIO, header: Header) -> Frame:
-    """Read the next frame; every count is checked against the header before allocating.
-    Payload CRCs (format 3) are checked here."""
+def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
+    """Read the next frame (number ``index``, for messages); every count is checked against
+    the header before allocating. Payload CRCs (format 3) are checked here."""
     r = Reader(f)
     kind = r.u8()
     if kind == KIND_END:
@@ -324,7 +325,7 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
         length = r.varint(header.frame_size, "frame length")
         crc = r.u32()
         # lzma never grows data by more than a small fraction; this bounds the allocation.
-        return LzmaFrame(length, crc, _read_payload(r, length + length // 8 + 1024, new))
+        return LzmaFrame(length, crc, _read_payload(r, length + length // 8 + 1024, new, index))
     if (kind not in (KIND_CODED, KIND_EVEN) or header.model is None
             or (kind == KIND_EVEN and header.version < 2)):
         raise FormatError(f"corrupt file: unknown frame kind {kind}")
@@ -345,15 +346,16 @@ def read_frame(f: BinaryIO, header: Header) -> Frame:
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:
         raise FormatError("corrupt file: stream token counts out of order")
     # ~32 bits/token is far above any real code length, and bounds the allocation.
-    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new))
+    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index))
 
 
-def _read_payload(r: Reader, most: int, with_crc: bool) -> bytes:
+def _read_payload(r: Reader, most: int, with_crc: bool, index: int | None) -> bytes:
     n = r.varint(most, "payload length")
     crc = r.u32() if with_crc else None
     payload = r.bytes(n)
     if crc is not None and zlib.crc32(payload) != crc:
-        raise FormatError("corrupt file: a frame's compressed data is damaged "
+        where = "a frame's" if index is None else f"frame {index}:"
+        raise FormatError(f"corrupt file: {where} compressed data is damaged "
                           "(checksum mismatch)")
     return payload
 
@@ -363,7 +365,7 @@ def frames(f: BinaryIO, header: Header) -> Iterator[tuple[int, Frame]]:
     record is accepted after at most one frame."""
     index = 0
     while True:
-        frame = read_frame(f, header)
+        frame = read_frame(f, header, index + 1)
         if isinstance(frame, End):
             if frame.length is None and index > 1:
                 raise FormatError("corrupt file: a short end record after several frames")

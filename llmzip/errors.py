@@ -1,5 +1,5 @@
 """Exceptions. Every error a user can cause is an :class:`LlmzipError`; the CLI prints its
-message as one line and exits 1. Anything else is a bug."""
+message as one line and exits 1 (2 for a :class:`UsageError`). Anything else is a bug."""
 
 
 class LlmzipError(Exception):
@@ -20,3 +20,7 @@ class ChecksumError(FormatError):
 
 class MismatchError(LlmzipError):
     """The file was made with another model or numeric environment than the one at hand."""
+
+
+class UsageError(LlmzipError):
+    """Flags that do not fit together (exit status 2, like click's usage errors)."""

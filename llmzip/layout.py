@@ -14,7 +14,6 @@ any other split as its list of lengths. Everything here is a pure function of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +103,3 @@ class Layout:
         """The inverse of :meth:`scatter`."""
         return np.concatenate([table[i, s : s + n] for i, (s, n)
                                in enumerate(zip(self.starts, self.lengths))])
-
-    @staticmethod
-    def check(lengths: Sequence[int], prime: int) -> Layout:
-        return Layout(tuple(int(n) for n in lengths), prime)

@@ -21,7 +21,14 @@ device_options = [
                  show_default=True,
                  help="Where to compute; the output is the same bytes on any device."),
     click.option("--threads", type=click.IntRange(1, 255),
-                 help="CPU threads [default: cores]; the output is the same for any count."),
+                 help="CPU threads [default: cores; per worker: cores / workers]; the output "
+                 "is the same for any count."),
+    click.option("--workers", type=click.IntRange(1, 1024),
+                 help="Code frames in N processes, each with its own model (memory: N "
+                 "models); the output is the same bytes. With --cluster: N Ray actors."),
+    click.option("--cluster", metavar="ADDRESS", envvar="LLMZIP_CLUSTER",
+                 help="Code frames on a Ray cluster: 'auto', 'ray://HOST:PORT' or 'local' "
+                 "(needs llmzip[cluster]); the output is the same bytes."),
 ]
 
 _SETTINGS_OPTIONS = [
@@ -35,7 +42,7 @@ _SETTINGS_OPTIONS = [
                  help=f"Best ratio, slowest: one stream per frame and a {st.BEST_WINDOW}-token "
                  f"window (--streams 1 --context {st.BEST_WINDOW}; either flag given "
                  "still wins)."),
-    click.option("--prime", type=click.IntRange(0, st.MAX_WINDOW),
+    click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
                  default=st.DEFAULT_PRIME, show_default=True,
                  help="Tokens the first stream codes alone before the others start from its "
                  "context (0: every stream starts cold)."),
@@ -61,7 +68,7 @@ def settings_options(f: Callable) -> Callable:
 
 
 def device_options_of(f: Callable) -> Callable:
-    """Adds --device and --threads (for decompress and test)."""
+    """Adds --device, --threads, --workers and --cluster (for decompress and test)."""
     for opt in reversed(device_options):
         f = opt(f)
     return f
@@ -69,8 +76,8 @@ def device_options_of(f: Callable) -> Callable:
 
 def settings_from(model: str | None, streams: int | None, window: int | None, best: bool,
                   prime: int, portable: bool, device: str, threads: int | None,
-                  frame_size: int, no_ngram: bool, no_match: bool, no_bias: bool,
-                  no_recall: bool) -> st.Settings:
+                  workers: int | None, cluster: str | None, frame_size: int, no_ngram: bool,
+                  no_match: bool, no_bias: bool, no_recall: bool) -> st.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError.
     ``--best`` only changes the defaults of --streams and --context."""
     if window is None:
@@ -83,6 +90,7 @@ def settings_from(model: str | None, streams: int | None, window: int | None, be
                               recall=mix.recall and not no_recall)
     try:
         return st.Settings(model=model, streams=streams, window=window, prime=prime,
-                           device=device, threads=threads, frame_size=frame_size, mix=mix)
+                           device=device, threads=threads, workers=workers, cluster=cluster,
+                           frame_size=frame_size, mix=mix)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

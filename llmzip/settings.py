@@ -148,7 +148,9 @@ class Settings:
     sinks: int = DEFAULT_SINKS
     prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
     device: str = "cpu"  # where this run computes; the output is the same everywhere
-    threads: int | None = None  # CPU threads of this run; the output is the same for any
+    threads: int | None = None  # CPU threads (per worker); the output is the same for any
+    workers: int | None = None  # frames coded in parallel processes (parallel.py); same output
+    cluster: str | None = None  # a Ray address ("local", "auto", "ray://..."); same output
     frame_size: int = DEFAULT_FRAME_SIZE
     mix: MixConfig = field(default_factory=MixConfig)
 
@@ -157,14 +159,16 @@ class Settings:
             raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
         if not 0 <= self.sinks < self.window <= MAX_WINDOW or self.window < 8:
             raise ValueError(f"window must be in 8..{MAX_WINDOW} and larger than sinks")
-        if not 0 <= self.prime <= MAX_WINDOW:
-            raise ValueError(f"prime must be in 0..{MAX_WINDOW}")
+        if not 0 <= self.prime <= fmt.MAX_WINDOW:
+            raise ValueError(f"prime must be in 0..{fmt.MAX_WINDOW}")
         if not 1 <= self.frame_size <= fmt.MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{fmt.MAX_FRAME_SIZE}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r} (use cpu or cuda)")
         if self.threads is not None and not 1 <= self.threads <= 255:
             raise ValueError("threads must be in 1..255")
+        if self.workers is not None and not 1 <= self.workers <= 1024:
+            raise ValueError("workers must be in 1..1024")
 
 
 @dataclass(frozen=True)

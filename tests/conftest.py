@@ -1,84 +1,40 @@
-"""Shared fixtures: a tiny, seeded, randomly initialised Llama with a small byte-level BPE
-tokenizer, written as a Hugging Face model directory so tests use the real loading path."""
+"""Fixtures only (shared helpers and constants are in tests/helpers.py): the tiny seeded model,
+the installed default model, and the check that the tests leave the checkout as they found
+it."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
+import subprocess
 
 import pytest
-import torch
-from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-ALICE = DATA / "alice29.txt"
-PYTHON_LICENSE = Path(os.__file__).parent / "LICENSE.txt"  # ~14 KB of English, in most installs
+from tests.helpers import ROOT, build_model_dir
+
+# What tests and tools may add to the checkout: caches and the virtual environment.
+_CACHES = (".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".egg-info")
 
 
-def english_text() -> bytes:
-    """A few KB of English prose for the real-model tests: alice29.txt from ../shared/data,
-    or, in a checkout without it, Python's own LICENSE.txt (skip if neither is there)."""
-    for path in (ALICE, PYTHON_LICENSE):
-        if path.is_file():
-            return path.read_bytes()
-    pytest.skip("no English sample: neither ../shared/data/alice29.txt nor Python's LICENSE.txt")
+def _checkout_state() -> set[str] | None:
+    """`git status` lines, ignored files included (a fuzzer's crash-* and timeout-* are
+    ignored by .gitignore), caches left out; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line for line in out.splitlines() if not any(c in line for c in _CACHES)}
 
 
-CORPUS = (
-    "Alice was beginning to get very tired of sitting by her sister on the bank, and of "
-    "having nothing to do: once or twice she had peeped into the book her sister was "
-    "reading, but it had no pictures or conversations in it. <page>\n"
-) * 4
-
-
-def build_tokenizer(vocab_size: int = 320, full_alphabet: bool = True) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if full_alphabet else []
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet,
-                                  special_tokens=["<|endoftext|>", "<esc>"], show_progress=False)
-    tok.train_from_iterator([CORPUS], trainer)
-    return tok
-
-
-def build_model_dir(path: Path, seed: int = 0, layers: int = 2) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
-    tok.save(str(path / "tokenizer.json"))
-    vocab = tok.get_vocab_size()
-    hidden, heads, kv_heads, inter = 64, 4, 2, 128
-    head_dim = hidden // heads
-    config = {
-        "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
-        "intermediate_size": inter, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
-        "max_position_embeddings": 16384, "bos_token_id": 0, "eos_token_id": 0,
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape: int, scale: float = 0.08) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    w = {"model.embed_tokens.weight": rnd(vocab, hidden, scale=0.02),
-         "model.norm.weight": torch.ones(hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        w[p + "input_layernorm.weight"] = torch.ones(hidden)
-        w[p + "post_attention_layernorm.weight"] = torch.ones(hidden)
-        w[p + "self_attn.q_proj.weight"] = rnd(heads * head_dim, hidden)
-        w[p + "self_attn.k_proj.weight"] = rnd(kv_heads * head_dim, hidden)
-        w[p + "self_attn.v_proj.weight"] = rnd(kv_heads * head_dim, hidden)
-        w[p + "self_attn.o_proj.weight"] = rnd(hidden, heads * head_dim)
-        w[p + "mlp.gate_proj.weight"] = rnd(inter, hidden)
-        w[p + "mlp.up_proj.weight"] = rnd(inter, hidden)
-        w[p + "mlp.down_proj.weight"] = rnd(hidden, inter)
-    save_file(w, str(path / "model.safetensors"))
-    return path
+@pytest.fixture(scope="session", autouse=True)
+def leaves_the_checkout_clean():
+    """The tests leave nothing in the repository (artifacts belong under tmp_path)."""
+    before = _checkout_state()
+    yield
+    after = _checkout_state()
+    if before is not None and after is not None:
+        assert not sorted(after - before), f"the tests left this in the checkout: " \
+            f"{sorted(after - before)}"
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +66,12 @@ def real_model() -> str:
         if os.environ.get("CI"):
             raise
         pytest.skip("the default model is not installed (llmzip model fetch)")
+
+
+@pytest.fixture
+def model_coding(monkeypatch) -> None:
+    """Frames are coded by the model or stored, never by lzma: for tests about model-coded
+    frames (the tiny random model often loses to lzma on short repetitive text)."""
+    from llmzip import codec
+
+    monkeypatch.setattr(codec, "CLASSIC", False)

@@ -1,4 +1,5 @@
-"""`llmzip bench`: table, JSON records, plot, input labels, published rows, one-line errors."""
+"""`llmzip bench`: table, JSON records, plot, input labels, published rows, one-line errors;
+bench.py is a library (no click, no cli), report.py draws."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from llmzip import bench
-from tests.conftest import ALICE, CORPUS, DATA
+from llmzip import bench, report
+from tests.helpers import ALICE, CORPUS, DATA, ROOT, invoke
+
+for _module in (*bench.EXTRA, *bench.PLOT_EXTRA):  # pip install -e '.[test,bench]'
+    pytest.importorskip(_module, reason="the bench extra is not installed")
 
 OPTS = ["--context", "16", "--threads", "1", "--streams", "2", "-q"]
 CLASSIC = ["gzip -9", "bzip2 -9", "xz -9", "zstd -19", "brotli -q 11"]
@@ -19,7 +22,7 @@ KEYS = {"file", "label", "compressor", "measured", "bytes", "compressed_bytes", 
 
 
 def run(args: list[str], model: str):
-    return CliRunner().invoke(bench.bench_command, [*args, "--model", model, *OPTS])
+    return invoke(["bench", *args, "--model", model, *OPTS])
 
 
 @pytest.fixture
@@ -157,3 +160,62 @@ def test_decompressor_error_is_a_failed_round_trip(two_files, tiny_model, monkey
 def test_plot_into_missing_directory(two_files, tiny_model, tmp_path):
     res = run([str(two_files[0]), "--plot", str(tmp_path / "no" / "p.png")], tiny_model)
     assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1
+
+
+def _record(**kw) -> bench.Record:
+    base = dict(file="a.txt", label="a.txt", compressor="llmzip", measured=True, bytes=20000,
+                compressed_bytes=2904, bpb=1.1616, compress_kbps=0.0031234,
+                decompress_kbps=0.0456, tokens_per_s=1.234, decompress_tokens_per_s=12.5,
+                peak_rss_mb=1934.4, roundtrip_ok=True)
+    return bench.Record(**{**base, **kw})
+
+
+def test_table_keeps_significant_digits():
+    """A slow llmzip must not read "0.0 KB/s" where the JSON has 0.003."""
+    import io
+
+    out = io.StringIO()
+    report.render_table([_record(), _record(compressor="gzip -9", compress_kbps=12345.6,
+                                            tokens_per_s=None)], out)
+    table = out.getvalue()
+    assert "0.00312" in table and "0.0456" in table and "1.23 / 12.5" in table, table
+    assert "1,934" in table and "12,346" in table
+    assert " 0.0 " not in table
+    assert _record().to_json()["compress_kbps"] == 0.003123
+
+
+@pytest.mark.parametrize("value, text", [(0.0031234, "0.00312"), (0.5, "0.500"),
+                                         (12.345, "12.3"), (999.4, "999"), (1234.5, "1,234"),
+                                         (0.0, "0"), (None, "-")])
+def test_significant_digits(value, text):
+    assert report.sig(value) == text
+
+
+def test_footnotes_cite_no_path_outside_the_repository():
+    for resettable in (True, False):
+        for note in report.footnotes(resettable):
+            assert "../" not in note and "shared/" not in note, note
+    assert "published" in report.footnotes(True)[-1]
+
+
+def test_bench_is_a_library_the_cli_calls():
+    """No import circle: bench.py and report.py import neither click nor cli.py."""
+    import ast
+
+    for name in ("bench.py", "report.py"):
+        tree = ast.parse((ROOT / "llmzip" / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {"click", "llmzip.cli"} & imported, (name, imported)
+        assert not any(m and m.startswith("llmzip.cli") for m in imported)
+
+
+def test_missing_extra_is_one_line(two_files, tiny_model, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "brotli" else real(name, *a))
+    res = run([str(two_files[0])], tiny_model)
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == "llmzip: bench needs brotli: pip install 'llmzip[bench]'\n"

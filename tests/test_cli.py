@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+import llmzip
 from llmzip import container as fmt
-from llmzip.cli import main
 from llmzip.mixer import MixConfig
-from tests.conftest import CORPUS
-
-OPTS = ["--context", "16", "--threads", "1", "--streams", "2"]
-
-
-
-
-def invoke(argv, input=None):
-    """Like the console script: aliases and the default command are resolved by main()."""
-    runner = CliRunner()
-
-    def entry():
-        main(argv)
-
-    import click
-
-    cmd = click.Command("llmzip", callback=entry)
-    return runner.invoke(cmd, [], input=input, catch_exceptions=False)
+from tests.helpers import CORPUS, OPTS, build_model_dir, invoke, subprocess_env
 
 
 @pytest.fixture
@@ -143,15 +126,15 @@ def _settings(*argv):
 
 
 def test_best_sets_one_stream_and_the_full_window_unless_told_otherwise():
-    from llmzip import codec
+    from llmzip import settings
 
     plain = _settings()
-    assert (plain.streams, plain.window) == (None, codec.DEFAULT_WINDOW)
+    assert (plain.streams, plain.window) == (None, settings.DEFAULT_WINDOW)
     best = _settings("--best")
-    assert (best.streams, best.window) == (1, codec.BEST_WINDOW)
+    assert (best.streams, best.window) == (1, settings.BEST_WINDOW)
     assert (_settings("--best", "--context", "64").window, _settings("--best", "--streams", "3")
             .streams) == (64, 3)
-    assert _settings("--best", "--portable").window == codec.BEST_WINDOW  # exact up to 8192
+    assert _settings("--best", "--portable").window == settings.BEST_WINDOW  # a no-op alias
 
 
 def test_best_round_trip(tiny_env, text_file, tmp_path):
@@ -165,11 +148,16 @@ def test_best_round_trip(tiny_env, text_file, tmp_path):
     assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
 
 
-def test_window_longer_than_the_model_takes_is_one_line_exit_1(tiny_env, text_file, tmp_path):
+def test_window_longer_than_the_model_takes_is_one_line_exit_1(text_file, tmp_path, monkeypatch):
+    short = build_model_dir(tmp_path / "short")
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 1024  # windows up to 512
+    (short / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("LLMZIP_MODEL", str(short))
     out = tmp_path / "long.llmz"
-    r = invoke(["compress", "--context", "8193", "-o", str(out), str(text_file)])
+    r = invoke(["compress", "--context", "513", "-o", str(out), str(text_file)])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
-    assert "at most 8192" in r.stderr and not out.exists()  # the tiny model: 16384 positions
+    assert "at most 512" in r.stderr and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -180,9 +168,7 @@ def test_info_and_test(tiny_env, text_file):
     assert r.exit_code == 0 and "streams" in r.stdout
     assert f"format version {fmt.FORMAT_VERSION}" in r.stdout
     assert f"mixer: {MixConfig().describe()}" in r.stdout and "AdaGrad" in r.stdout
-    invoke(["compress", *OPTS, "--no-ngram", "--no-match", "--no-bias", "--no-recall", "-f",
-            str(text_file)])
-    assert "mixer: LM alone" in invoke(["info", packed]).stdout
+    assert MixConfig.lm_only().describe() == "LM alone"
     r = invoke(["-t", packed])
     assert r.exit_code == 0 and "OK" in r.stderr
 
@@ -199,18 +185,205 @@ def test_version_and_help():
     assert r.exit_code == 0 and "decompress" in r.output
 
 
-def _env(model: str) -> dict:
-    return {**os.environ, "LLMZIP_MODEL": model, "PYTHONPATH": str(Path(__file__).parents[1])}
-
-
 def test_real_pipe_stdin_stdout(tiny_model):
     data = CORPUS.encode() * 3
     cmd = [sys.executable, "-m", "llmzip"]
     packed = subprocess.run([*cmd, "compress", *OPTS], input=data, capture_output=True,
-                            env=_env(tiny_model), check=True).stdout
+                            env=subprocess_env(tiny_model), check=True).stdout
     back = subprocess.run([*cmd, "-d"], input=packed, capture_output=True,
-                          env=_env(tiny_model), check=True).stdout
+                          env=subprocess_env(tiny_model), check=True).stdout
     assert back == data
 
 
 # Killing a compression midway: tests/test_reliability.py::test_killed_midway_leaves_nothing
+
+
+# --- gzip habits (issue 23) ----------------------------------------------------------------
+
+@pytest.fixture
+def packed(tiny_env, text_file) -> Path:
+    r = invoke(["compress", *OPTS, str(text_file)])
+    assert r.exit_code == 0, r.output
+    return Path(f"{text_file}.llmz")
+
+
+@pytest.mark.parametrize("flags", [["-dc"], ["-cd"], ["-d", "-c"], ["--decompress", "-c"],
+                                   ["-dcq"], ["-cdf"]])
+def test_combined_short_flags_decompress_to_stdout(packed, text_file, flags):
+    r = invoke([*flags, str(packed)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == text_file.read_bytes()
+
+
+def test_combined_short_flags_test_verbose(packed):
+    r = invoke(["-tv", str(packed)])
+    assert r.exit_code == 0, r.output
+    assert f"{packed}: OK" in r.stderr and "bits/byte" in r.stderr
+
+
+def test_combined_short_flags_keep_and_force(packed, text_file):
+    packed.write_bytes(b"old")
+    r = invoke(["-kf", *OPTS, str(text_file)])
+    assert r.exit_code == 0, r.output
+    assert packed.read_bytes().startswith(b"LLMZ") and text_file.exists()
+    original = text_file.read_bytes()
+    text_file.write_bytes(b"old")
+    r = invoke(["-dkf", str(packed)])
+    assert r.exit_code == 0, r.output
+    assert text_file.read_bytes() == original and packed.exists()
+
+
+def test_combined_short_flags_with_output(packed, text_file, tmp_path):
+    out = tmp_path / "out.txt"
+    r = invoke(["-do", str(out), str(packed)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() == text_file.read_bytes()
+    r = invoke(["-kfo", str(out), *OPTS, str(text_file)])  # the value of -o is "out.txt"
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes().startswith(b"LLMZ")
+
+
+def test_conflicting_modes_are_a_usage_error(packed):
+    r = invoke(["-dz", str(packed)])
+    assert r.exit_code == 2 and r.stdout_bytes == b""
+
+
+def test_verbose_rm_says_verifying_and_reports_its_time(tiny_env, text_file):
+    r = invoke(["compress", *OPTS, "-v", "--rm", str(text_file)])
+    assert r.exit_code == 0, r.output
+    assert f"{text_file}.llmz: verifying ..." in r.stderr
+    assert f"{text_file}.llmz: verified in " in r.stderr
+    assert not text_file.exists()
+
+
+def test_verbose_reports_peak_memory(tiny_env, text_file):
+    r = invoke(["compress", *OPTS, "-v", str(text_file)])
+    assert r.exit_code == 0, r.output
+    assert "peak RSS" in r.stderr and " MB" in r.stderr
+
+
+def test_verbose_empty_input_says_so(tiny_env, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    r = invoke(["compress", *OPTS, "-v", str(empty)])
+    assert r.exit_code == 0, r.output
+    assert "empty input" in r.stderr and "bits/byte" not in r.stderr
+
+
+def test_main_restores_the_signal_handlers(tiny_env, text_file, tmp_path):
+    """In-process runs (these tests) must leave Ctrl-C to pytest afterwards."""
+    import signal
+
+    def mine(signum, frame) -> None:  # a handler of the caller's, whatever ran before
+        raise AssertionError("not called")
+
+    sigs = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {s: signal.signal(s, mine) for s in sigs}
+    try:
+        assert invoke(["compress", *OPTS, "-c", str(text_file)]).exit_code == 0
+        assert invoke(["-t", str(tmp_path / "missing.llmz")]).exit_code == 1
+        assert invoke(["-h"]).exit_code == 0
+        assert [signal.getsignal(s) for s in sigs] == [mine] * len(sigs)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --- start-up: no heavy imports for --help, -V, info; Ctrl-C at any point -----------------
+
+HEAVY = ("torch", "transformers", "matplotlib", "rich")
+
+_IMPORTS = """
+import sys
+from llmzip.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+sys.stderr.write("HEAVY " + " ".join(m for m in {heavy!r} if m in sys.modules) + "\\n")
+"""
+
+
+def _heavy_imports(*argv: str) -> tuple[str, list[str]]:
+    r = subprocess.run([sys.executable, "-c", _IMPORTS.format(heavy=HEAVY), *argv],
+                       capture_output=True, text=True, env=subprocess_env())
+    line = [x for x in r.stderr.splitlines() if x.startswith("HEAVY")][-1]
+    return r.stdout, line.split()[1:]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "-V"])
+def test_help_and_version_import_no_model_code(flag):
+    out, heavy = _heavy_imports(flag)
+    assert out and heavy == [], heavy
+
+
+def test_info_imports_no_model_code(tiny_model, tmp_path):
+    path = tmp_path / "a.llmz"
+    path.write_bytes(llmzip.compress(b"hello " * 50, model=tiny_model, window=16, threads=1))
+    out, heavy = _heavy_imports("info", str(path))
+    assert "format version" in out and heavy == [], heavy
+
+
+_INTERRUPT = """
+import importlib.abc, os, signal, sys
+
+class InterruptOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == sys.argv[1]:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this module is imported
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+from llmzip.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("module", ["torch", "llmzip.codec"])
+def test_ctrl_c_during_start_up_is_one_line_exit_130(tiny_model, text_file, module):
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT, module, "compress", *OPTS, "-c",
+                        str(text_file)], capture_output=True, env=subprocess_env(tiny_model))
+    assert r.returncode == 130, r.stderr.decode()[-2000:]
+    assert r.stderr.decode() == "llmzip: interrupted\n" and r.stdout == b""
+
+
+def test_options_that_take_a_value_are_known_to_main():
+    """main() reads mode letters out of the arguments; it must skip every option's value."""
+    import click
+
+    from llmzip import cli
+
+    taking = set()
+    for name in cli.COMMANDS:
+        command = cli.cli.get_command(click.Context(cli.cli), name)
+        for sub in getattr(command, "commands", {}).values() or [command]:
+            for p in sub.params:
+                if isinstance(p, click.Option) and not p.is_flag:
+                    taking.update(p.opts)
+    assert {o for o in taking if o.startswith("--")} == cli._LONG_WITH_VALUE
+    assert {o[1] for o in taking if not o.startswith("--")} == set(cli._SHORT_WITH_VALUE)
+
+
+def test_cli_only_parses_and_calls():
+    """File policy (temporaries, renames, removals, terminals, sinks) is files.py's alone."""
+    import ast
+
+    from tests.helpers import ROOT
+
+    tree = ast.parse((ROOT / "llmzip" / "cli.py").read_text())
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not names & {"unlink", "rename", "mkstemp", "tempfile", "chmod", "utime",
+                        "atomic_output", "refuse_terminal", "NullWriter"}
+
+
+def test_compare_gzip_script_is_valid_bash():
+    """scripts/compare_gzip.sh (llmzip and gzip side by side, ~2 minutes) is run by hand."""
+    import shutil
+
+    from tests.helpers import ROOT
+
+    script = ROOT / "scripts" / "compare_gzip.sh"
+    assert os.access(script, os.X_OK)
+    if shutil.which("bash"):
+        subprocess.run(["bash", "-n", str(script)], check=True)

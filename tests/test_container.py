@@ -16,7 +16,7 @@ from llmzip import container as fmt
 from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
 from llmzip.layout import even_lengths
 from llmzip.settings import MixConfig
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1, "streams": 2}
 SECTION = fmt.ModelSection(b"12345678", fmt.ENGINE_EXACT, 1024, 4, 128, MixConfig().to_bytes())
@@ -77,7 +77,7 @@ def test_a_damaged_header_is_called_damage_not_another_model(tiny_model, sample)
         for bit in (0x01, 0x80):
             bad = bytearray(blob)
             bad[pos] ^= bit
-            with pytest.raises(FormatError, match="damaged|truncated|corrupt") as e:
+            with pytest.raises(FormatError, match=r"damaged|truncated|corrupt") as e:
                 llmzip.decompress(bytes(bad), model=tiny_model)
             assert "model" not in str(e.value)
 

@@ -12,14 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import codec
 from llmzip import container as fmt
+from llmzip import model as models
 from llmzip.errors import FormatError
+from llmzip.layout import Layout
 from llmzip.match import Match
-from llmzip.mixer import ContextMixer, MixConfig
-from llmzip.numerics import Numerics
-from llmzip.predictor import Predictor, stream_starts
-from tests.conftest import CORPUS
+from llmzip.mixer import Mixer
+from llmzip.predictor import Predictor
+from llmzip.settings import Coding, MixConfig
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
 
@@ -27,27 +28,28 @@ TINY = {"window": 16, "sinks": 2, "threads": 1}
 @given(n=st.integers(1, 5000), streams=st.one_of(st.none(), st.integers(1, 70)),
        prime=st.integers(0, 300))
 def test_layout_covers_the_tokens_and_streams_end_in_order(n, streams, prime):
-    lengths = codec.segment_lengths(n, streams, prime)
-    assert sum(lengths) == n and min(lengths) >= 1
-    starts = stream_starts(lengths, prime)  # raises unless the ends are in order
-    ends = starts + np.asarray(lengths)
+    if n <= prime:
+        return
+    layout = Layout.split(n, streams, prime)  # refuses streams that end out of order
+    assert sum(layout.lengths) == n and min(layout.lengths) >= 1
+    ends = [s + k for s, k in zip(layout.starts, layout.lengths)]
     assert ends[0] == max(ends)
-    if len(lengths) > 1:
-        assert lengths[0] - prime >= lengths[1] and starts[1] == prime
+    if layout.streams > 1:
+        assert layout.lengths[0] - prime >= layout.lengths[1] and layout.starts[1] == prime
 
 
-def test_stream_starts_refuses_streams_that_end_out_of_order():
+def test_layout_refuses_streams_that_end_out_of_order():
     with pytest.raises(ValueError):
-        stream_starts([10, 8], prime=4)  # stream 1 would end at step 12, after stream 0
+        Layout((10, 8), prime=4)  # stream 1 would end at step 12, after stream 0
     with pytest.raises(ValueError):
-        stream_starts([10, 0], prime=0)
-    assert list(stream_starts([12, 8], prime=4)) == [0, 4]
-    assert list(stream_starts([3], prime=99)) == [0]  # one stream: nothing to prime
+        Layout((10, 0), prime=0)
+    assert Layout((12, 8), prime=4).starts == (0, 4)
+    assert Layout((3,), prime=99).starts == (0,)  # one stream: nothing to prime
 
 
 @pytest.mark.parametrize("streams,prime", [(3, 5), (3, 16), (5, 40), (2, 1), (1, 8),
                                            (4, 100_000)])
-def test_primed_roundtrip(tiny_model, streams, prime):
+def test_primed_roundtrip(tiny_model, model_coding, streams, prime):
     """prime 16 fills the window and 40 slides it before the others join; a prime longer
     than the input leaves one stream."""
     data = CORPUS.encode() * 2
@@ -55,39 +57,38 @@ def test_primed_roundtrip(tiny_model, streams, prime):
     assert llmzip.decompress(blob, model=tiny_model) == data
     f = io.BytesIO(blob)
     header = fmt.Header.read(f)
-    assert header.model.prime == prime and header.version == 2
+    assert header.model.prime == prime and header.version == fmt.FORMAT_VERSION
     frame = fmt.read_frame(f, header)
     assert isinstance(frame, fmt.CodedFrame)
     expected = 1 if prime >= 100_000 else streams
     assert len(frame.tokens) == expected
 
 
-def test_primed_portable_roundtrip_and_priming_helps(tiny_model):
+def test_priming_helps(tiny_model):
     data = CORPUS.encode() * 2
     sizes = {}
     for prime in (0, 12):
-        blob = llmzip.compress(data, model=tiny_model, streams=4, prime=prime, dtype="portable",
-                               **TINY)
+        blob = llmzip.compress(data, model=tiny_model, streams=4, prime=prime, **TINY)
         assert llmzip.decompress(blob, model=tiny_model) == data
         sizes[prime] = len(blob)
     assert sizes[12] < sizes[0]
 
 
+def _coding(prime: int = 0) -> Coding:
+    return Coding(b"", fmt.ENGINE_EXACT, 16, 2, prime, MixConfig.lm_only())
+
+
 def test_joining_stream_sees_the_prefix_as_context(tiny_model):
-    """LM alone, portable (exact) numerics: a stream that joins after P steps gets the very
-    probabilities of one stream fed stream 0's first P - 1 tokens, the join token (a
-    paragraph break) and then its own."""
-    model = Numerics("portable", "cpu", 1).load_model(tiny_model)
+    """LM alone: a stream that joins after P steps gets the very probabilities of one stream
+    fed stream 0's first P - 1 tokens, the join token (a paragraph break) and then its own
+    (every step is exact and row by row: the batch does not matter)."""
+    model = models.load(tiny_model)
     tokens = model.tokens.encode(CORPUS.encode()).astype(np.int64)
     P = 9
-    lengths = codec.segment_lengths(60 + P, 3, P)  # [29, 20, 20]
-    starts = stream_starts(lengths, P)
-    table = np.zeros((3, lengths[0]), dtype=np.int64)
-    at = 0
-    for i, n in enumerate(lengths):
-        table[i, starts[i] : starts[i] + n] = tokens[at : at + n]
-        at += n
-    primed = Predictor(model, lengths, 16, 2, MixConfig.lm_only(), P)
+    layout = Layout.split(60 + P, 3, P)  # [29, 20, 20]
+    lengths = layout.lengths
+    table = layout.scatter(tokens[: 60 + P])
+    primed = Predictor(model, layout, _coding(P))
     got = []
     for t in range(lengths[0]):
         probs = primed.step()
@@ -97,7 +98,7 @@ def test_joining_stream_sees_the_prefix_as_context(tiny_model):
     for i in (1, 2):
         alone_tokens = np.concatenate([tokens[: P - 1], [model.join_token],
                                        table[i, P : P + lengths[i]]])
-        alone = Predictor(model, [len(alone_tokens)], 16, 2, MixConfig.lm_only())
+        alone = Predictor(model, Layout((len(alone_tokens),)), _coding())
         for t, y in enumerate(alone_tokens):
             p = alone.step()
             if t >= P:
@@ -106,20 +107,20 @@ def test_joining_stream_sees_the_prefix_as_context(tiny_model):
 
 
 def test_join_token_is_a_paragraph_break(tiny_model):
-    model = Numerics("float32", "cpu", 1).load_model(tiny_model)
+    model = models.load(tiny_model)
     assert model.tokens.decode(np.array([model.join_token])) in (b"\n\n", b"\n")
 
 
-def test_fast_mode_cache_copy_is_exact(tiny_model):
+def test_cache_copy_is_exact(tiny_model):
     """After grow(), the copies hold stream 0's keys and values bit for bit."""
-    model = Numerics("float32", "cpu", 1).load_model(tiny_model)
+    model = models.load(tiny_model)
     cache = model.llama.new_cache(1, 16, 2)
     for tok in (1, 5, 9):
         model.llama.step(cache, torch.tensor([tok]))
     cache.grow(4)
     assert cache.batch == 4
     for i in range(1, 4):
-        assert torch.equal(cache.k[:, i], cache.k[:, 0])
+        assert torch.equal(cache.kt[:, i], cache.kt[:, 0])
         assert torch.equal(cache.v[:, i], cache.v[:, 0])
 
 
@@ -146,13 +147,13 @@ def test_mixer_with_joining_streams_is_deterministic_and_valid():
     seq = np.tile(rng.integers(0, 30, size=(3, 20)), 6)
 
     def run() -> list[np.ndarray]:
-        mixer = ContextMixer(V, lengths, MixConfig(), starts)
+        mixer = Mixer(V, lengths, MixConfig(), starts)
         logits = np.random.default_rng(1)
         outs = []
         for t in range(lengths[0]):
             n = 1 if t < 20 else sum(1 for a, m in zip(starts, lengths) if a <= t < a + m)
-            p = mixer.mix((2 * logits.normal(size=(n, V))).astype(np.float32),
-                          np.eye(V, 16)[seq[:n, max(t - 1, 0)]])
+            p = mixer.mix(torch.from_numpy((2 * logits.normal(size=(n, V))).astype(np.float32)),
+                          torch.from_numpy(np.eye(V, 16)[seq[:n, max(t - 1, 0)]]))
             assert np.all(p > 0) and np.allclose(p.sum(axis=1), 1.0)
             outs.append(p)
             mixer.update(seq[:n, t])
@@ -163,12 +164,13 @@ def test_mixer_with_joining_streams_is_deterministic_and_valid():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_prime_that_does_not_fit_the_frame_is_refused(tiny_model):
+def test_prime_that_does_not_fit_the_frame_is_refused(tiny_model, model_coding):
     data = CORPUS.encode() * 2
     blob = llmzip.compress(data, model=tiny_model, streams=3, prime=5, **TINY)
     f = io.BytesIO(blob)
     header = fmt.Header.read(f)
     frame, end = fmt.read_frame(f, header), fmt.read_frame(f, header)
+    assert isinstance(frame, fmt.CodedFrame)
     too_long = frame.tokens[0] - frame.tokens[1] + 1  # stream 1 would end after stream 0
     forged = fmt.Header(header.frame_size,
                         fmt.ModelSection(**{**header.model.__dict__, "prime": too_long}))
@@ -179,12 +181,14 @@ def test_prime_that_does_not_fit_the_frame_is_refused(tiny_model):
 
 
 def test_version_1_header_reads_prime_zero():
-    section = fmt.ModelSection(b"\x01" * 8, "float32", "cpu", 1, b"\x02" * 4, 16, 2,
-                               MixConfig().to_bytes(), prime=0)
-    v2 = fmt.Header(1 << 20, section).to_bytes()
-    assert v2[4] == 2
-    # A version 1 header is the same without the prime varint (one byte here).
-    at = 4 + 2 + 8 + 3 + 4 + 1 + 1
-    v1 = v2[:4] + b"\x01" + v2[5:at] + v2[at + 1 :]
-    header = fmt.Header.read(io.BytesIO(v1))
-    assert header.version == 1 and header.model == section
+    """llmzip 0.1's headers: version 2 has a prime varint after sinks, version 1 has none."""
+    mix = MixConfig().to_bytes()
+    body = (b"\x01" * 8 + bytes([4, 0, 1]) + b"\x02" * 4 + bytes([16, 2]) + b"%s"
+            + bytes([len(mix)]) + mix + bytes([0x80, 0x80, 0x40]))
+    v2 = fmt.MAGIC + bytes([2, fmt.FLAG_MODEL | fmt.FLAG_PORTABLE]) + body % b"\x05"
+    v1 = fmt.MAGIC + bytes([1, fmt.FLAG_MODEL | fmt.FLAG_PORTABLE]) + body % b""
+    for data, version, prime in ((v2, 2, 5), (v1, 1, 0)):
+        header = fmt.Header.read(io.BytesIO(data))
+        assert header.version == version and header.frame_size == 1 << 20
+        assert header.model == fmt.ModelSection(b"\x01" * 8, fmt.ENGINE_LEGACY, 16, 2, prime,
+                                                mix)

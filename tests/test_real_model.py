@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import llmzip
-from tests.conftest import english_text
+from tests.helpers import english_text
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

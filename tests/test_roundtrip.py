@@ -10,9 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import codec
 from llmzip import container as fmt
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
 
@@ -56,15 +55,6 @@ def test_random_bytes_are_stored_with_small_overhead(tiny_model):
     data = os.urandom(64 * 1024)
     blob = roundtrip(data, tiny_model)
     assert len(blob) <= len(data) + 64
-
-
-def test_segment_lengths_are_non_increasing_and_cover():
-    for n in (1, 5, 4096, 10_000, 1_000_003):
-        for streams in (None, 1, 3, 64):
-            lengths = codec.segment_lengths(n, streams)
-            assert sum(lengths) == n
-            assert all(a >= b for a, b in zip(lengths, lengths[1:]))
-            assert lengths[-1] >= 1
 
 
 def test_compression_is_deterministic(tiny_model):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmzip.tokens import TokenCodec
-from tests.conftest import CORPUS, build_tokenizer
+from tests.helpers import CORPUS, build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import llmzip  # noqa: E402
-from tests.conftest import CORPUS, build_model_dir  # noqa: E402
+from tests.helpers import CORPUS, build_model_dir  # noqa: E402
 
 OUT = HERE / "corpus"
 BASE = {"window": 16, "sinks": 2, "threads": 1}

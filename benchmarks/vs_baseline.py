@@ -1,0 +1,107 @@
+"""This checkout against a baseline commit, in one run on the same host: size, bits per byte,
+compress and decompress time, speed ratio and peak memory, every round trip checked.
+
+    python benchmarks/vs_baseline.py ../shared/data/alice29.txt [--bytes N] [--base 87322f5]
+        [--isa avx2] [--threads N] [-- extra compress flags for this checkout]
+
+Each side runs `python -m llmzip compress -c` then `decompress -c` in a fresh process (the
+baseline from a git worktree of --base, on PYTHONPATH; both with this venv's packages and the
+model cache in ~/.cache/llmzip), alternating base and head so that a busy machine slows both.
+``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2: on such a host the baseline's `auto` dtype is "mixed" and the int8
+kernel fails its start-up probe here). Peak memory is each child's ru_maxrss (os.wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def cpu_flags() -> str:
+    """The instruction-set flags that matter here, from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+    return " ".join(f for f in wanted if f in flags)
+
+
+def baseline_tree(rev: str) -> Path:
+    """A worktree of ``rev`` (made once, reused)."""
+    tree = Path(tempfile.gettempdir()) / f"llmzip-baseline-{rev}"
+    if not (tree / "llmzip").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+    return tree
+
+
+def run(src: Path, args: list[str], data_in: Path, out: Path, env: dict[str, str]):
+    """``python -m llmzip ARGS -c data_in > out`` from checkout ``src``: (seconds, peak MB)."""
+    env = {**os.environ, **env, "PYTHONPATH": str(src)}
+    start = time.perf_counter()
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "llmzip", *args, "-q", "-c",
+                                 str(data_in)], stdout=f, stderr=subprocess.PIPE, env=env,
+                                cwd=src)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{src.name}: llmzip {' '.join(args)} failed: "
+                         f"{proc.stderr.read().decode()[-500:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("file")
+    ap.add_argument("--bytes", type=int, help="only the first N bytes")
+    ap.add_argument("--base", default="87322f5", help="baseline commit [87322f5]")
+    ap.add_argument("--isa", choices=list(ISAS), default="host")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("extra", nargs="*", help="compress flags for this checkout only")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llmzip-vs-"))
+    data = Path(args.file).read_bytes()[: args.bytes]
+    sample = work / "input"
+    sample.write_bytes(data)
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    sides = {"base": (baseline_tree(args.base), threads),
+             "head": (ROOT, threads + args.extra)}
+    env = ISAS[args.isa]
+    rows = {}
+    for name, (src, flags) in sides.items():
+        packed, back = work / f"{name}.llmz", work / f"{name}.out"
+        tc, mc = run(src, ["compress", *flags], sample, packed, env)
+        td, md = run(src, ["decompress", *threads], packed, back, env)
+        ok = back.read_bytes() == data
+        rows[name] = (packed.stat().st_size, tc, td, max(mc, md), ok)
+    kb = len(data) / 1024
+    print(f"host: {cpu_flags()}; isa: {args.isa}; file: {args.file} "
+          f"({len(data)} bytes); base {args.base}, head {' '.join(args.extra) or 'defaults'}")
+    print("| side | bytes | bits/byte | compress | decompress | peak RSS | round trip |")
+    print("| --- | ---: | ---: | --- | --- | ---: | --- |")
+    for name, (size, tc, td, peak, ok) in rows.items():
+        print(f"| {name} | {size:,} | {8 * size / len(data):.4f} | {tc:.1f} s "
+              f"({kb / tc:.2f} KB/s) | {td:.1f} s ({kb / td:.2f} KB/s) | {peak:,.0f} MB | "
+              f"{'ok' if ok else 'FAILED'} |")
+    (bs, btc, btd, _, _), (hs, htc, htd, _, _) = rows["base"], rows["head"]
+    print(f"head vs base: size {hs / bs - 1:+.2%}, compress {btc / htc:.2f}x faster, "
+          f"decompress {btd / htd:.2f}x faster")
+    if not all(r[4] for r in rows.values()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
