@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from llmzip import fused
 from llmzip.kernels import sqrt
 from llmzip.settings import MixConfig
 
@@ -61,6 +62,9 @@ class Bias:
         integers, total [n, 1]), y [n] the tokens, resp [n] float64 the LM responsibilities."""
         if self.legacy:
             self._update_legacy(f / total, y, resp)
+            return
+        if self.b.ndim == 1 and fused.usable(f):
+            fused.bias_update(self, f, total, y, resp)  # the same bits, fused (fused.py)
             return
         n = len(y)
         rows = torch.arange(n)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from llmzip import exactmath as xm
+from llmzip import fused
 from llmzip.kernels import Products, sqrt
 from llmzip.llama import LlamaConfig, grown, ring_step
 
@@ -88,6 +89,8 @@ class IntLinear:
         """x @ W^T (+ bias) for x [B, K] float32, through its 16-bit integers: the exact
         products of the pieces, ``256 P(hi) + P(lo)`` rounded once, times the activation scale
         (times ``row``, a factor per row, if given) and the weight scale."""
+        if row is None and fused.usable(x):
+            return fused.linear(self, x)  # the same bits, fused (fused.py)
         b = x.shape[0]
         pieces = torch.empty((2, b, x.shape[1]), dtype=F32, device=x.device)
         scale = _pieces(x, pieces)
@@ -147,6 +150,8 @@ class Engine:
         """lin(rmsnorm(x) * gain): the gain scales x before it is quantised (so the model's
         outlier dimensions do not take the other dimensions' bits), and 1 / rms(x) is one
         factor per row after the product, from the exact sum of squares of x as integers."""
+        if fused.usable(x):
+            return fused.linear(lin, x, gain, self.config.rms_eps)
         scale = _scale_of(x, QMAX)
         q = torch.div(x, scale).round_().double()
         ss = torch.linalg.vecdot(q, q).unsqueeze(-1)  # exact: integers below 2**53
@@ -159,6 +164,8 @@ class Engine:
 
     @staticmethod
     def silu(x: torch.Tensor) -> torch.Tensor:
+        if fused.usable(x):
+            return fused.silu_(x)
         return x / (xm.exp32(-x) + 1.0)
 
     # ---------------------------------------------------------------- attention
@@ -199,6 +206,8 @@ class Engine:
     def attention(self, cache: KVCache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Tensor:
         """Store this step's keys and values of layer i and attend over the window: qkv
         [B, (H + 2G) D] -> [B, H D]."""
+        if fused.usable(qkv):
+            return fused.attention(self, cache, i, pos, qkv)
         slot, n, cos, sin = pos
         c = self.config
         b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
@@ -233,6 +242,8 @@ class Engine:
         scales and brought to integers a = round(e * v_scale * c) with
         c = 2**16 / (z * max(v_scale)), so that sum(a) <= 2**16 + 1 + n / 2 and the value
         product is exact in float32; the output is that product / (c z)."""
+        if fused.usable(pieces):
+            return fused.attend(self, pieces, q_scale, keys_t, k_scale, values, v_scale)
         r = q_scale.shape[2]
         s2 = torch.matmul(pieces, keys_t)  # [B, G, 2R, n] exact integers
         s = torch.add(s2[:, :, r:], s2[:, :, :r], alpha=256.0)  # one rounding

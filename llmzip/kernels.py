@@ -102,6 +102,14 @@ class Products:
             return int8_products(a8, w)
         return float32_products(a8, w)
 
+    def exact(self, a8: torch.Tensor, w: torch.Tensor,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """Like ``__call__`` but int32 from the ``int8`` kernel (the exact sums, which the
+        caller rounds to float32 itself: fused.linear_output), into ``out`` (int32) if given."""
+        if self.name == "int8":
+            return torch._int_mm(a8, w) if out is None else torch._int_mm(a8, w, out=out)
+        return float32_products(a8, w)
+
     def activation_dtype(self) -> torch.dtype:
         return torch.int8 if self.name == "int8" else torch.float32
 

@@ -29,11 +29,13 @@ probability is > 0 and rows sum to 1 up to rounding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 import torch
 
 from llmzip import exactmath as xm
+from llmzip import fused
 from llmzip.bias import Bias
 from llmzip.match import Match
 from llmzip.ngram import SLOTS, NGram
@@ -83,6 +85,11 @@ def lm_frequencies(x: torch.Tensor) -> torch.Tensor:
 
 def _table() -> torch.Tensor:
     return xm.exp_table(8, FREQ_BITS, 1, TABLE_SIZE).to(F64)
+
+
+@cache
+def _table64() -> np.ndarray:
+    return _table().numpy()
 
 
 def legacy_lm_frequencies(x: torch.Tensor) -> torch.Tensor:
@@ -145,10 +152,15 @@ class Mixer:
         recalled = None if self.recall is None else self.recall.predict(hidden)
         x = logits.to(device="cpu", dtype=F64 if self.legacy else torch.float32)
         n = x.shape[0]
-        if self.bias is not None:
-            x = self.bias.apply(x)
-        f = legacy_lm_frequencies(x) if self.legacy else lm_frequencies(x)
-        total = f.sum(dim=1, keepdim=True)  # exact: integers below 2**53
+        fast = not self.legacy and fused.usable(x)
+        if fast:  # the same bits, fused (fused.py)
+            f, total = fused.lm_frequencies(x, None if self.bias is None else self.bias.b32,
+                                            _table64())
+        else:
+            if self.bias is not None:
+                x = self.bias.apply(x)
+            f = legacy_lm_frequencies(x) if self.legacy else lm_frequencies(x)
+            total = f.sum(dim=1, keepdim=True)  # exact: integers below 2**53
         if self.n_comp == 0:
             self._state = (f, total, None)
             return (f / total).numpy()
@@ -174,7 +186,12 @@ class Mixer:
         norm = w0 + _sum_columns(w)
         w = w / norm[:, None]
         w0 = w0 / norm
-        p = p_lm * w0[:, None] if self.legacy else (f * torch.from_numpy(w0 / tn)[:, None]).numpy()
+        if self.legacy:
+            p = p_lm * w0[:, None]
+        elif fast:
+            p = fused.mixture(f, w0 / tn)
+        else:
+            p = (f * torch.from_numpy(w0 / tn)[:, None]).numpy()
         add_candidates(p, w, present, self.k, tok, q, mtok)
         self._state = (f, total, (w0, w, present, idx, tok, q, mtok))
         return p

@@ -1,0 +1,232 @@
+"""The fused CPU kernels (llmzip/fused.py) give the very bits of their torch references: each
+kernel on random and adversarial inputs of many shapes, the whole model step by step, and
+whole compressed files."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmzip
+from llmzip import engine as E
+from llmzip import fused
+from llmzip import mixer as M
+from llmzip import model as models
+from llmzip.bias import Bias
+from llmzip.kernels import Products, int8_is_exact
+from llmzip.llama import LlamaConfig
+from llmzip.settings import MixConfig
+
+try:
+    from tests.helpers import build_model_dir
+except ImportError:  # the builders used to live in conftest
+    from tests.conftest import build_model_dir
+
+pytestmark = pytest.mark.skipif(os.environ.get(fused.ENV) == "0",
+                                reason="LLMZIP_FUSED=0: the fused kernels are off")
+FEW = settings(max_examples=25, deadline=None)
+
+
+def same(a, b) -> bool:
+    """The same bits (NaN, -0.0 and all), shapes and dtypes."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
+        a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+def rows(b: int, k: int, seed: int, **kw) -> torch.Tensor:
+    """b rows of k values: the adversarial rows (zero, outlier, ties, extremes, subnormals)
+    first, then random rows of mixed magnitudes."""
+    x = fused.adversarial(max(b, 8), max(k, 4), seed=seed, **kw)[:, :k]
+    return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:b]]
+
+
+def test_the_fused_kernels_are_available_and_pass_the_self_check():
+    assert fused.available()
+    assert fused.failures() == []
+
+
+def test_no_multiply_add_is_contracted_into_an_fma():
+    assert fused.contraction_free()
+
+
+def test_the_contraction_probe_would_catch_an_fma():
+    """The probe's values tell an FMA from two roundings: numba's fastmath version of the same
+    loop (which may contract) gives other bits, where the CPU has FMA."""
+    numba = pytest.importorskip("numba")
+    src = inspect.getsource(fused._fma_probe.py_func)
+    src = src[src.index("def "):]
+    scope: dict = {}
+    exec(src, scope)
+    contracted = numba.njit(fastmath=True)(scope["_fma_probe"])
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(4096).astype(np.float32) for _ in range(3))
+    out = np.empty(4096, np.float32)
+    contracted(a, b, c, out)
+    separate = a * b
+    separate += c
+    if np.array_equal(out, separate):
+        pytest.skip("no FMA contraction on this CPU")
+    exact = (a.astype(np.float64) * b + c).astype(np.float32)  # one rounding: what FMA gives
+    assert np.array_equal(out, exact)
+
+
+@pytest.mark.parametrize("kernel", ["int8", "float32"])
+@FEW
+@given(b=st.integers(1, 12), k=st.sampled_from([4, 17, 64, 576, 1100]),
+       n=st.integers(1, 48), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_linear_and_normed_linear(kernel, b, k, n, seed, with_bias):
+    """Both product kernels (int32 sums, and float32 ones split beyond 1032 terms)."""
+    if kernel == "int8" and not int8_is_exact("cpu"):
+        pytest.skip("torch._int_mm is not exact on this CPU")
+    products = Products("cpu")
+    products.name = kernel
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8)
+    bias = torch.randn(n, generator=gen) * 3 if with_bias else None
+    lin = E.IntLinear(w, torch.rand(n, generator=gen) * 0.02, products, bias)
+    x = rows(b, k, seed)
+    gain = torch.randn(k, generator=gen) * torch.exp2(torch.randint(-3, 4, (k,), generator=gen))
+    gain[: min(k, 3)] = torch.tensor([0.0, 1.0, -2.0])[: min(k, 3)]
+    config = LlamaConfig(8, k, 8, 1, 1, 1, 8, 10000.0, 1e-6 if seed % 2 else 1e-5, True)
+    engine = E.Engine(config)
+    with fused.disabled():
+        ref, ref_normed = lin(x), engine.normed_linear(x, lin, gain)
+    assert same(ref, fused.linear(lin, x))
+    assert same(ref_normed, fused.linear(lin, x, gain, config.rms_eps))
+
+
+@FEW
+@given(b=st.integers(1, 9), n=st.integers(1, 300), seed=st.integers(0, 2**16),
+       strided=st.booleans())
+def test_silu(b, n, seed, strided):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.cat([rows(b, n, seed) * 8, torch.randn(b, n, generator=gen) * 40], dim=1)
+    x[0, : min(n, 6)] = torch.tensor([-100.0, 100.0, 87.5, -88.5, -0.0, 1e-30])[: min(n, 6)]
+    gate = x.chunk(2, dim=-1)[0] if strided else x
+    with fused.disabled():
+        ref = E.Engine.silu(gate)
+    assert same(ref, fused.silu_(gate))
+
+
+@settings(max_examples=12, deadline=None)
+@given(heads=st.sampled_from([(4, 2, 16), (6, 3, 8), (3, 1, 128), (2, 2, 48)]),
+       b=st.integers(1, 4), window=st.integers(4, 12), sinks=st.integers(0, 3),
+       seed=st.integers(0, 2**16))
+def test_attention_and_the_cache(heads, b, window, sinks, seed):
+    """Engine.attention over a sliding window (ring wrap-around and the sinks moving up), on
+    head sizes whose score step 256 / sqrt(D) is not a power of two (48, 128) and is."""
+    H, G, D = heads
+    sinks = min(sinks, window - 1)
+    config = LlamaConfig(8, H * D, 8, 2, H, G, D, 10000.0, 1e-5, True)
+    engine = E.Engine(config)
+    ref_cache = engine.new_cache(config, b, window, sinks)
+    cache = engine.new_cache(config, b, window, sinks)
+    for t in range(2 * window + 3):
+        qkv = rows(b, (H + 2 * G) * D, seed + t, huge=1e4) * (0.05 if t % 3 else 20)
+        with fused.disabled():
+            pos = engine.begin(ref_cache)
+            ref = [engine.attention(ref_cache, i, pos, qkv) for i in range(2)]
+        pos = engine.begin(cache)
+        out = [fused.attention(engine, cache, i, pos, qkv) for i in range(2)]
+        assert all(same(x, y) for x, y in zip(ref, out)), t
+        for name in E._CACHED:
+            assert same(getattr(ref_cache, name), getattr(cache, name)), (t, name)
+        ref_cache.t += 1
+        cache.t += 1
+
+
+@FEW
+@given(n=st.integers(1, 8), v=st.integers(1, 3000), bias=st.sampled_from([None, 1, 2]),
+       seed=st.integers(0, 2**16))
+def test_lm_frequencies_and_the_mixture(n, v, bias, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-6000, 6000, (n, v), generator=gen).float() / 512  # ties at .5 steps
+    x[-1] = torch.randn(v, generator=gen) * 20
+    if n > 1:
+        x[0, 0] = 1e30
+    b = None if bias is None else torch.randn((v,) if bias == 1 else (n + 2, v),
+                                              generator=gen) * 0.25
+    with fused.disabled():
+        xb = x if b is None else x + (b if b.ndim == 1 else b[:n])
+        ref = M.lm_frequencies(xb)
+    f, total = fused.lm_frequencies(x, b, M._table64())
+    assert same(ref, f)
+    assert same(ref.sum(dim=1, keepdim=True), total)
+    k = torch.rand(n, generator=gen, dtype=torch.float64).numpy() / total[:, 0].numpy()
+    assert same((ref * torch.from_numpy(k)[:, None]).numpy(), fused.mixture(f, k))
+
+
+@FEW
+@given(n=st.integers(1, 7), v=st.integers(2, 2000), adaptive=st.booleans(),
+       per_token=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_shared_bias_step(n, v, adaptive, per_token, seed):
+    gen = torch.Generator().manual_seed(seed)
+    config = MixConfig(bias_adaptive=adaptive, bias_sum=per_token)
+    ref, ours = Bias(v, config, n), Bias(v, config, n)
+    for _ in range(4):
+        with fused.disabled():
+            f = M.lm_frequencies(ref.apply(torch.randn(n, v, generator=gen) * 6))
+        total = f.sum(dim=1, keepdim=True)
+        y = torch.randint(0, v, (n,), generator=gen)
+        y[-1] = y[0]  # a token twice
+        resp = torch.rand(n, generator=gen, dtype=torch.float64)
+        resp[0] = 1.0
+        with fused.disabled():
+            ref.update(f, total, y, resp)
+        fused.bias_update(ours, f, total, y, resp)
+        assert same(ref.b, ours.b) and same(ref.b32, ours.b32)
+        assert (ref.g2 is None) == (ours.g2 is None)
+        assert ref.g2 is None or same(ref.g2, ours.g2)
+
+
+def _run(model: str, steps: int = 40, batch: int = 3, window: int = 16):
+    """Logits and mixer probabilities of a few steps over a sliding window."""
+    llama = models.load(model).llama
+    vocab = llama.config.vocab_size
+    tokens = torch.randint(0, vocab, (steps, batch), generator=torch.Generator().manual_seed(5))
+    cache = llama.new_cache(batch, window, 4)
+    mixer = M.Mixer(vocab, [steps] * batch, MixConfig())
+    out = []
+    for t in range(steps):
+        logits = llama.step(cache, tokens[t])
+        probs = mixer.mix(logits, cache.hidden)
+        mixer.update(tokens[(t + 1) % steps].numpy())
+        out.append((logits, torch.from_numpy(probs)))
+    return out
+
+
+def _qwen2_model(tmp_path_factory) -> str:
+    if "kind" not in inspect.signature(build_model_dir).parameters:
+        pytest.skip("this checkout's test helpers build no Qwen2 model")
+    return str(build_model_dir(tmp_path_factory.mktemp("qwen2"), kind="qwen2"))
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_the_whole_model_gives_the_same_logits_and_probabilities(kind, tiny_model,
+                                                                 tmp_path_factory):
+    model = tiny_model if kind == "llama" else _qwen2_model(tmp_path_factory)
+    with fused.disabled():
+        ref = _run(model)
+    ours = _run(model)
+    for t, ((lr, pr), (lo, po)) in enumerate(zip(ref, ours)):
+        assert same(lr, lo), f"logits differ at step {t}"
+        assert same(pr, po), f"probabilities differ at step {t}"
+
+
+def test_compressed_files_are_the_same_bytes(tiny_model, monkeypatch):
+    data = b"Alice was beginning to get very tired of sitting by her sister on the bank. " * 20
+    kw = {"model": tiny_model, "window": 16, "sinks": 2, "threads": 1, "streams": 3,
+          "prime": 8}
+    ours = llmzip.compress(data, **kw)
+    monkeypatch.setenv(fused.ENV, "0")
+    assert llmzip.compress(data, **kw) == ours
+    assert llmzip.decompress(ours, model=tiny_model) == data
+    monkeypatch.delenv(fused.ENV)
+    assert llmzip.decompress(ours, model=tiny_model) == data
