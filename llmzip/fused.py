@@ -500,7 +500,8 @@ def _scratch(key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     pool = _LOCAL.__dict__.setdefault("pool", {})
     t = pool.get(key)
     if t is None or t.shape != shape:
-        t = pool[key] = torch.empty(shape, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: usable in and out of that mode
+            t = pool[key] = torch.empty(shape, dtype=dtype)
     return t
 
 
