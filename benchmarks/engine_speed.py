@@ -59,7 +59,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from llmzip import fused
+    from llmzip import fusedcheck
     from llmzip import model as models
     from llmzip.kernels import configure
     from llmzip.mixer import Mixer
@@ -67,7 +67,7 @@ def main() -> None:
 
     threads = configure("cpu", args.threads)
     start = time.perf_counter()
-    ready = fused.available()
+    ready = fusedcheck.enable()
     setup = time.perf_counter() - start
     m = models.load(args.model)
     llama = m.llama

@@ -8,8 +8,9 @@ Each side runs `python -m llmzip compress -c` then `decompress -c` in a fresh pr
 baseline from a git worktree of --base, on PYTHONPATH; both with this venv's packages and the
 model cache in ~/.cache/llmzip), alternating base and head so that a busy machine slows both.
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2: on such a host the baseline's `auto` dtype is "mixed" and the int8
-kernel fails its start-up probe here). Peak memory is each child's ru_maxrss (os.wait4).
+ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell: on such a host the baseline's `auto` dtype
+is "mixed" and the int8 kernel fails its start-up probe here). Peak memory is each child's
+ru_maxrss (os.wait4).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                          "NUMBA_CPU_NAME": "haswell"}}
 
 
 def cpu_flags() -> str:

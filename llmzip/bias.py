@@ -32,6 +32,7 @@ from llmzip.settings import MixConfig
 CLIP = 8.0
 ADA_EPS = 0.25  # part of the format: the AdaGrad step is lr * g / sqrt(ADA_EPS + G)
 GRAD_BITS = 40  # format 3: the shared gradient in units of 2**-40 (integers below 2**53)
+GRAD_UNIT = float(1 << GRAD_BITS)
 F64 = torch.float64
 
 
@@ -63,19 +64,17 @@ class Bias:
         if self.legacy:
             self._update_legacy(f / total, y, resp)
             return
-        if self.b.ndim == 1 and fused.usable(f):
-            fused.bias_update(self, f, total, y, resp)  # the same bits, fused (fused.py)
-            return
         n = len(y)
         rows = torch.arange(n)
         if self.b.ndim == 1:
-            r = resp * shared_step(1.0, n, self.per_token)
-            unit = float(1 << GRAD_BITS)
-            c = (r * unit)[:, None] / total  # per row: p_lm * c is r p_lm in units
+            c, ry = self.shared_factors(total, resp)
+            if fused.usable(f):
+                fused.bias_update(self, f, c, y, ry)  # the same bits, fused (fused.py)
+                return
             u = torch.round(f * c)  # integers <= 2**40
             g = u.sum(dim=0)  # exact: below 2**53 for n < 2**12
-            g.index_put_((y,), -torch.round(r * unit), accumulate=True)  # exact integers
-            g = g * (1.0 / unit)
+            g.index_put_((y,), -ry, accumulate=True)  # exact integers
+            g = g * (1.0 / GRAD_UNIT)
         else:
             g = f * (resp[:, None] / total)
             g[rows, y] -= resp
@@ -87,6 +86,13 @@ class Bias:
             if g2 is not None:
                 self.g2[:n] = g2
             self.b32[:n] = self.b[:n].float()
+
+    def shared_factors(self, total: torch.Tensor,
+                       resp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared bias's step in units of 2**-GRAD_BITS: per row the factor c [n, 1] (p_lm
+        * c is r p_lm in units) and round(r) [n], r the responsibility times the step."""
+        r = resp * shared_step(1.0, len(resp), self.per_token)
+        return (r * GRAD_UNIT)[:, None] / total, torch.round(r * GRAD_UNIT)
 
     def _step(self, b: torch.Tensor, g2: torch.Tensor | None,
               g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

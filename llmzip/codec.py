@@ -160,7 +160,8 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
 
     inputs = read()
     pool = parallel.workers_for(FrameEncoder, lambda threads: (replace(settings, threads=threads),),
-                                settings.workers, settings.threads, settings.cluster)
+                                settings.workers, settings.threads, settings.cluster,
+                                settings.device)
     try:
         if pool is None:
             encoder = FrameEncoder(settings)
@@ -307,7 +308,7 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
             yield index, frame
 
     pool = parallel.workers_for(FrameDecoder, lambda t: (header, model, t, device), workers,
-                                threads, cluster)
+                                threads, cluster, device)
     try:
         if pool is None:
             decoder = FrameDecoder(header, model, threads, device)

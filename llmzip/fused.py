@@ -15,10 +15,10 @@ equal:
   exact, may be fused).
 
 :func:`available` says whether the kernels may be used: numba imports, ``LLMZIP_FUSED`` is not
-``0``, and a start-up self-check (every kernel against its torch reference on small adversarial
-inputs: zero rows, huge outliers, ties at .5, the int8 extremes) passed; else the engine runs
-its torch code, silently. Compiled kernels are cached in ``<llmzip cache>/numba`` (numba's
-``NUMBA_CACHE_DIR``, unless it is set).
+``0``, and the start-up self-check of fusedcheck.py (every kernel against its torch reference
+on small adversarial inputs: zero rows, huge outliers, ties at .5, the int8 extremes), which
+model.load runs, passed; else the engine runs its torch code, silently. Compiled kernels are
+cached in ``<llmzip cache>/numba`` (numba's ``NUMBA_CACHE_DIR``, unless it is set).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 ENV = "LLMZIP_FUSED"  # "0": always the torch reference
 
 if "NUMBA_CACHE_DIR" not in os.environ:
-    from llmzip.model import cache_dir
+    from llmzip.cache import cache_dir
 
     os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
     _CACHE_DIR: str | None = os.environ["NUMBA_CACHE_DIR"]
@@ -393,10 +393,9 @@ def frequencies(x, bias, use_bias, shared, step, table, f, total, chunks):
     one shared row (shared) or one per stream."""
     n, V = x.shape
     for c in prange(chunks):
-        row = np.empty(V, np.float32)
-        idx = np.empty(V, np.uint32)
+        start, stop = _part(c, chunks, n)  # this chunk's rows, and its buffers
+        row, idx = np.empty(V, np.float32), np.empty(V, np.uint32)
         scratch = np.empty(1, np.int32)
-        start, stop = _part(c, chunks, n)
         for i in range(start, stop):
             total[i] = _frequency_row(x[i], bias[0 if shared else i], use_bias, step, table,
                                       f[i], row, idx, scratch)
@@ -461,17 +460,10 @@ _LOCAL = threading.local()  # per thread: scratch buffers that never leave a cal
 
 
 def available() -> bool:
-    """Whether the fused kernels may run in this process (see the module docstring)."""
-    if _STATE["off"] or numba is None or os.environ.get(ENV) == "0":
-        return False
-    ok = _STATE.get("ok")
-    if ok is None:
-        try:
-            ok = self_check()
-        except Exception:  # any failure (a numba error, a mismatch): the torch reference
-            ok = False
-        _STATE["ok"] = ok
-    return bool(ok)
+    """Whether the fused kernels may run in this process: numba is there, LLMZIP_FUSED is not
+    0, and fusedcheck.enable() found every kernel equal to its torch reference."""
+    return (not _STATE["off"] and numba is not None and os.environ.get(ENV) != "0"
+            and _STATE.get("ok") is True)
 
 
 @contextmanager
@@ -594,15 +586,10 @@ def mixture(f: torch.Tensor, k: np.ndarray) -> np.ndarray:
     return p
 
 
-def bias_update(bias, f: torch.Tensor, total: torch.Tensor, y: torch.Tensor,
-                resp: torch.Tensor) -> None:
-    """Bias.update of a shared bias (format 3): sets bias.b, g2 and b32."""
-    from llmzip.bias import GRAD_BITS, shared_step
-
-    r = resp * shared_step(1.0, len(y), bias.per_token)
-    unit = float(1 << GRAD_BITS)
-    c = (r * unit)[:, None] / total  # as Bias.update
-    ry = torch.round(r * unit)
+def bias_update(bias, f: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
+                ry: torch.Tensor) -> None:
+    """Bias.update of a shared bias (format 3), given its per-row factors c [n, 1] and
+    rounded responsibilities ry [n] in gradient units: sets bias.b, g2 and b32."""
     b_out = torch.empty_like(bias.b)
     adaptive = bias.g2 is not None
     g2_out = torch.empty_like(bias.g2) if adaptive else None
@@ -616,43 +603,6 @@ def bias_update(bias, f: torch.Tensor, total: torch.Tensor, y: torch.Tensor,
         bias.g2 = g2_out
 
 
-# ------------------------------------------------------------------------------ self-check
-
-
-def adversarial(rows: int, cols: int, seed: int = 0, top: float = 32639.0,
-                huge: float = 3e37) -> torch.Tensor:
-    """float32 [rows, cols] test rows for quantisation (rows >= 8): a zero row, a huge outlier
-    (-huge) among tiny values, exact ties at .5 after scaling to ``top`` (32639: 16-bit pieces, 127:
-    int8 vectors), the extremes +-top (and 256 h - 128, where lo = -128), subnormals, then
-    random rows of mixed magnitude."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, cols, generator=gen) * torch.exp2(
-        torch.randint(-12, 12, (rows, 1), generator=gen).float())
-    x[0] = 0.0
-    x[1] = torch.randn(cols, generator=gen) * 1e-6
-    x[1, cols // 2] = -huge
-    t = int(top)
-    k = torch.randint(-t, t, (cols,), generator=gen).float() + 0.5
-    x[2] = k * 2.0**-8
-    x[2, 0] = top * 2.0**-8  # the scale is 2**-8 exactly: the others are ties at .5
-    x[3] = torch.randint(-t, t + 1, (cols,), generator=gen).float()
-    x[3, :2] = torch.tensor([top, -top])
-    if t > 256:
-        x[3, 2:4] = torch.tensor([-128.0, 256.0 * 5 - 128])
-    x[4] = torch.randn(cols, generator=gen) * 1e-39  # subnormals
-    x[5] = -x[2]
-    x[6] = 0.0
-    x[6, -1] = -1.0  # one value, negative
-    x[7] = torch.randn(cols, generator=gen) * 1e4
-    return x
-
-
-def _same(a, b) -> bool:
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
-        a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
-
-
 def contraction_free(size: int = 4096, seed: int = 0) -> bool:
     """Whether the kernels' ``a * b + c`` is two roundings, as numpy's separate operations
     are (a fused multiply-add would differ on most of these random values)."""
@@ -663,110 +613,3 @@ def contraction_free(size: int = 4096, seed: int = 0) -> bool:
     ref = a * b
     ref += c
     return bool(np.array_equal(out.view(np.int32), ref.view(np.int32)))
-
-
-def self_check() -> bool:
-    """Every kernel against its torch reference (engine.py, mixer.py, bias.py) on small
-    adversarial inputs; True if all give the same bits."""
-    return not failures()
-
-
-def failures() -> list[str]:
-    """The names of the kernels that differ from their torch references on the self-check's
-    inputs (empty: all the same bits)."""
-    with disabled():  # the references take their torch paths
-        return _failures()
-
-
-def _failures() -> list[str]:
-    from llmzip import engine as E
-    from llmzip import mixer as M
-    from llmzip.bias import Bias
-    from llmzip.kernels import Products
-    from llmzip.llama import LlamaConfig
-    from llmzip.settings import MixConfig
-
-    if not contraction_free():
-        return ["fma"]
-    gen = torch.Generator().manual_seed(7)
-    bad: list[str] = []
-
-    def check(name: str, same: bool) -> None:
-        if not same and name not in bad:
-            bad.append(name)
-
-    products = Products("cpu")
-    config = LlamaConfig(vocab_size=8, hidden_size=64, intermediate_size=8, num_layers=2,
-                         num_heads=4, num_kv_heads=2, head_dim=16, rope_theta=10000.0,
-                         rms_eps=1e-5, tie_embeddings=True)
-    engine = E.Engine(config)
-    with torch.inference_mode():
-        # linear and normed_linear, with and without bias
-        x = adversarial(10, 96, seed=1)
-        gain = torch.randn(96, generator=gen)
-        gain[:8] = torch.tensor([1.0, 2.0, 0.5, -1.0, 0.0, 1e-3, 300.0, 1.0])
-        for bias in (None, torch.randn(40, generator=gen)):
-            w = torch.randint(-127, 128, (40, 96), generator=gen, dtype=torch.int8)
-            w[0], w[1] = 127, -127
-            lin = E.IntLinear(w, torch.rand(40, generator=gen) * 0.01, products, bias)
-            check("linear", _same(lin(x), linear(lin, x)))
-            check("normed_linear",
-                  _same(engine.normed_linear(x, lin, gain), linear(lin, x, gain, 1e-5)))
-        # silu, on a strided view like llama.py's chunk
-        gu = torch.cat([adversarial(8, 64, seed=2) * 4, torch.randn(8, 64, generator=gen)], 1)
-        gu[7, :6] = torch.tensor([-100.0, 100.0, 87.5, -88.5, -0.0, 1e-30])
-        gate = gu.chunk(2, dim=-1)[0]
-        check("silu", _same(E.Engine.silu(gate), silu_(gate)))
-        # attention: a tiny model's engine; the sinks slot (no rotation at t = 0) and later
-        caches = [engine.new_cache(config, 8, 6, 2) for _ in range(2)]
-        for t in range(9):
-            qkv = adversarial(8, 128, seed=10 + t, top=127.0 if t % 2 else 32639.0, huge=1e4)
-            outs = []
-            for j, cache in enumerate(caches):
-                pos = engine.begin(cache)
-                outs.append([attention(engine, cache, i, pos, qkv) if j
-                             else engine.attention(cache, i, pos, qkv) for i in range(2)])
-                cache.t += 1
-            check("attention", all(_same(a, b) for a, b in zip(*outs)))
-            for k in E._CACHED:
-                check(f"attention {k}", _same(getattr(caches[0], k), getattr(caches[1], k)))
-        # the weights between the products, with ties: integer scores, k_scale 1,
-        # q_scale * score_step = 1/2
-        b, G, R, n = 3, 2, 2, 40
-        pieces = torch.zeros(b, G, 2 * R, 16)
-        pieces[:, :, R:] = torch.randint(-3, 4, (b, G, R, 16), generator=gen).float()
-        keys = torch.randint(-127, 128, (b, G, 16, n), generator=gen).float()
-        values = torch.randint(-127, 128, (b, G, n, 16), generator=gen).float()
-        k_scale = torch.ones(b, G, n)
-        q_scale = torch.full((b, G, R, 1), 0.5 / engine.score_step)
-        v_scale = torch.rand(b, G, n, generator=gen) + 0.5
-        v_scale[0, 0] = 1.0
-        ref = engine.attend(pieces, q_scale, keys, k_scale, values, v_scale)
-        check("attend", _same(ref, attend(engine, pieces, q_scale, keys, k_scale, values,
-                                          v_scale)))
-        # the mixer: frequencies (ties at 1/512), the mixture, the shared bias's step
-        V = 300
-        logits = torch.randint(-4000, 4000, (6, V), generator=gen).float() / 512
-        logits[1] = 0.0
-        logits[2, 5] = 1e30
-        logits[3] = torch.randn(V, generator=gen) * 30
-        table = M._table()
-        for mix in (MixConfig(), MixConfig(bias_adaptive=False)):
-            bias = Bias(V, mix, 6)
-            fb = Bias(V, mix, 6)
-            for _ in range(3):
-                f = M.lm_frequencies(bias.apply(logits))
-                total = f.sum(dim=1, keepdim=True)
-                f2, total2 = lm_frequencies(logits, fb.b32, table.numpy())
-                check("lm_frequencies", _same(f, f2) and _same(total, total2))
-                k = torch.rand(6, generator=gen, dtype=torch.float64).numpy() / total[:, 0].numpy()
-                check("mixture", _same((f * torch.from_numpy(k)[:, None]).numpy(),
-                                       mixture(f2, k)))
-                y = torch.tensor([3, 3, 0, V - 1, 7, 3])
-                resp = torch.rand(6, generator=gen, dtype=torch.float64)
-                resp[0] = 1.0
-                bias.update(f, total, y, resp)
-                bias_update(fb, f2, total2, y, resp)
-                check("bias", _same(bias.b, fb.b) and _same(bias.b32, fb.b32)
-                      and (bias.g2 is None or _same(bias.g2, fb.g2)))
-    return bad

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from llmzip import exactmath as xm
-from llmzip.llama import LlamaConfig, grown, ring_step
+from llmzip.llama import LlamaConfig, cache_shape, grown, ring_step
 
 F64 = torch.float64
 WEIGHT_BITS = 15
@@ -56,11 +56,7 @@ class LegacyCache:
 
     def __init__(self, config: LlamaConfig, batch: int, window: int, sinks: int,
                  device: torch.device) -> None:
-        if not 0 <= sinks < window:
-            raise ValueError("need 0 <= sinks < window")
-        if window > MAX_WINDOW:
-            raise ValueError(f"windows up to {MAX_WINDOW} tokens")
-        shape = (config.num_layers, batch, config.num_kv_heads, window, config.head_dim)
+        shape = cache_shape(config, batch, window, sinks, MAX_WINDOW)
         self.k = torch.zeros(shape, dtype=F64, device=device)
         self.v = torch.zeros(shape, dtype=F64, device=device)
         self.k_scale = torch.ones(shape[:-1], dtype=F64, device=device)

@@ -74,6 +74,17 @@ def longest_window(config: LlamaConfig) -> int | None:
     return None if config.max_positions is None else config.max_positions // 2
 
 
+def cache_shape(config: LlamaConfig, batch: int, window: int, sinks: int,
+                max_window: int) -> tuple[int, int, int, int, int]:
+    """[L, B, G, W, D] of a KV cache, after checking 0 <= sinks < window <= max_window (the
+    engine's bound, which keeps its value sums exact)."""
+    if not 0 <= sinks < window:
+        raise ValueError("need 0 <= sinks < window")
+    if window > max_window:
+        raise ValueError(f"windows up to {max_window} tokens")
+    return (config.num_layers, batch, config.num_kv_heads, window, config.head_dim)
+
+
 def ring_step(t: int, window: int, sinks: int, offset: int) -> tuple[bool, int, int]:
     """For token t of every stream: (move the sinks' base up by W first?, cache slot, valid
     slots after writing). The sinks sit at positions ``offset ..``; they move when the query

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmzip.cache import cache_dir
 from llmzip.errors import ModelError
 from llmzip.llama import Llama, LlamaConfig
 from llmzip.tokens import TokenCodec
@@ -77,14 +78,6 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in (
               "SHA-256 is pinned"),
 )}
 DEFAULT_MODEL = "smollm2-135m"
-
-
-def cache_dir() -> Path:
-    """``$LLMZIP_CACHE``, else ``$XDG_CACHE_HOME/llmzip``, else ``~/.cache/llmzip``."""
-    if os.environ.get("LLMZIP_CACHE"):
-        return Path(os.environ["LLMZIP_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llmzip"
 
 
 def model_path(name: str) -> Path:
@@ -438,6 +431,10 @@ def _load(path: Path, device: str, legacy: bool) -> LoadedModel:
             tensors = quantize_model(config, _hf_weights(directory).__getitem__)
             fingerprint = engine_fingerprint(config, tensors, tokenizer_json)
         llama = Llama(config, Engine(config, device), tensors)
+        if device == "cpu":
+            from llmzip import fusedcheck
+
+            fusedcheck.enable()  # the fused kernels, if they give the torch code's bits here
     if config.vocab_size < tokens.vocab_size:
         raise ModelError("the tokenizer has more tokens than the model's vocabulary")
     start = _start_token(tokens, hf_config)

@@ -14,6 +14,7 @@ their tasks the same way (``max_restarts``, ``max_task_retries``).
 from __future__ import annotations
 
 import collections
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -26,15 +27,21 @@ RETRIES = 2
 _WORKER = None  # the FrameEncoder or FrameDecoder of this worker process
 
 
-def _start(make: Callable, args: tuple, threads: int) -> None:
-    """Worker process initializer: this process's share of threads, its model, no signals
-    of its own (the parent cleans up)."""
+def _start(make: Callable, args: tuple, threads: int, gpus: bool, counter) -> None:
+    """Worker process initializer: this process's share of threads (with ``gpus``: the GPU of
+    its ordinal, one per visible GPU in turn), its model, no signals of its own (the parent
+    cleans up)."""
     import signal
 
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    if gpus and torch.cuda.is_available():
+        with counter.get_lock():
+            ordinal = counter.value
+            counter.value += 1
+        torch.cuda.set_device(ordinal % torch.cuda.device_count())  # "cuda" means this one
     global _WORKER
     _WORKER = make(*args)
 
@@ -56,32 +63,30 @@ class LocalWorkers:
     results out)."""
 
     def __init__(self, make: Callable, args_for: Callable[[int], tuple], workers: int,
-                 threads: int | None) -> None:
-        self.make, self.workers = make, workers
+                 threads: int | None, gpus: bool = False) -> None:
+        self.make, self.workers, self.gpus = make, workers, gpus
         self.threads = threads_per_worker(workers, threads)
         self.args = args_for(self.threads)
         self.pool = self._pool()
 
     def _pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start,
-                                   initargs=(self.make, self.args, self.threads))
+        context = multiprocessing.get_context("spawn")
+        counter = context.Value("i", 0)
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start,
+                                   initargs=(self.make, self.args, self.threads, self.gpus,
+                                             counter))
 
     def map(self, items: Iterable) -> Iterator:
         """Results in the order of ``items``; a dead worker's frames are coded again."""
         pending: collections.deque[tuple[object, Future, int]] = collections.deque()
         source = iter(items)
-        exhausted = False
+        more = True
         while True:
-            while not exhausted and len(pending) < 2 * self.workers:
-                item = next(source, _END)
-                if item is _END:
-                    exhausted = True
-                else:
-                    pending.append((item, self.pool.submit(_call, item), 0))
+            more = more and _feed(source, pending, 2 * self.workers,
+                                  lambda item: (item, self.pool.submit(_call, item), 0))
             if not pending:
                 return
-            item, future, tries = pending[0]
+            _, future, tries = pending[0]
             try:
                 result = future.result()
             except BrokenProcessPool:
@@ -111,7 +116,7 @@ class RayWorkers:
     cluster's CPUs shared out, 2 threads per actor when neither is given)."""
 
     def __init__(self, make: Callable, args_for: Callable[[int], tuple], workers: int | None,
-                 threads: int | None, address: str) -> None:
+                 threads: int | None, address: str, gpus: bool = False) -> None:
         try:
             import ray
         except ImportError:
@@ -129,7 +134,7 @@ class RayWorkers:
             workers = max(1, cpus // threads)
         else:  # an actor that asks for more CPUs than a node has would never start
             threads = threads or max(1, cpus // workers)
-        actor = ray.remote(num_cpus=threads, max_restarts=RETRIES,
+        actor = ray.remote(num_cpus=threads, num_gpus=1 if gpus else 0, max_restarts=RETRIES,
                            max_task_retries=RETRIES)(_RayWorker)
         args = args_for(threads)
         self.actors = [actor.remote(make, args, threads) for _ in range(workers)]
@@ -138,16 +143,11 @@ class RayWorkers:
     def map(self, items: Iterable) -> Iterator:
         pending: collections.deque = collections.deque()
         source = iter(items)
-        turn = 0
-        exhausted = False
+        actors = itertools.cycle(self.actors)
+        more = True
         while True:
-            while not exhausted and len(pending) < 2 * self.workers:
-                item = next(source, _END)
-                if item is _END:
-                    exhausted = True
-                else:
-                    pending.append(self.actors[turn % self.workers].run.remote(item))
-                    turn += 1
+            more = more and _feed(source, pending, 2 * self.workers,
+                                  lambda item: next(actors).run.remote(item))
             if not pending:
                 return
             try:
@@ -180,12 +180,25 @@ class _RayWorker:
 _END = object()
 
 
+def _feed(source: Iterator, pending: collections.deque, limit: int, submit: Callable) -> bool:
+    """Submit items of ``source`` until ``limit`` are in flight; False once it is exhausted."""
+    while len(pending) < limit:
+        item = next(source, _END)
+        if item is _END:
+            return False
+        pending.append(submit(item))
+    return True
+
+
 def workers_for(make: Callable, args_for: Callable[[int], tuple], workers: int | None,
-                threads: int | None, cluster: str | None) -> LocalWorkers | RayWorkers | None:
+                threads: int | None, cluster: str | None,
+                device: str | None = None) -> LocalWorkers | RayWorkers | None:
     """The workers a run asked for (None: code in this process). Each is built by
-    ``make(*args_for(threads))``, ``threads`` being its share of the CPUs."""
+    ``make(*args_for(threads))``, ``threads`` being its share of the CPUs; with ``device``
+    "cuda", one GPU per worker (local: the visible GPUs in turn; Ray: a GPU each)."""
+    gpus = (device or "cpu").startswith("cuda")
     if cluster:
-        return RayWorkers(make, args_for, workers, threads, cluster)
+        return RayWorkers(make, args_for, workers, threads, cluster, gpus)
     if workers and workers > 1:
-        return LocalWorkers(make, args_for, workers, threads)
+        return LocalWorkers(make, args_for, workers, threads, gpus)
     return None

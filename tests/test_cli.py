@@ -13,7 +13,7 @@ import pytest
 import llmzip
 from llmzip import container as fmt
 from llmzip.mixer import MixConfig
-from tests.helpers import CORPUS, OPTS, build_model_dir, invoke, subprocess_env
+from tests.helpers import CORPUS, OPTS, build_model_dir, invoke, one_line_error, subprocess_env
 
 
 @pytest.fixture
@@ -387,3 +387,31 @@ def test_compare_gzip_script_is_valid_bash():
     assert os.access(script, os.X_OK)
     if shutil.which("bash"):
         subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_model_list_and_rm_show_and_free_the_cache(tmp_path, monkeypatch):
+    """`model list` names every known model with its state and disk use; `model rm` deletes a
+    model with its converted form (issue 23.12), and an unknown one is one line, exit 1."""
+    from llmzip import model as models
+
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
+    info = models.MODELS["qwen2.5-coder-0.5b"]
+    (tmp_path / "models").mkdir()
+    gguf = tmp_path / "models" / info.file
+    gguf.write_bytes(b"GGUF" + bytes(2_000_000))
+    key = models._sha256_file(gguf)[:32]
+    converted = tmp_path / "converted" / f"{key}-e1"
+    converted.mkdir(parents=True)
+    (converted / "weights.safetensors").write_bytes(bytes(1_000_000))
+    listed = invoke(["model", "list"])
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    row = next(line for line in lines if "qwen2.5-coder-0.5b" in line)
+    assert "installed, 3 MB on disk" in row
+    assert any("smollm2-135m" in line and "not installed" in line for line in lines)
+    removed = invoke(["model", "rm", "qwen2.5-coder-0.5b"])
+    assert removed.exit_code == 0 and "3 MB freed" in removed.stderr
+    assert not gguf.exists() and not converted.exists()
+    again = invoke(["model", "rm", "qwen2.5-coder-0.5b"])
+    assert again.exit_code == 1
+    one_line_error(again.stderr)

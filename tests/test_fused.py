@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import llmzip
 from llmzip import engine as E
-from llmzip import fused
+from llmzip import fused, fusedcheck
 from llmzip import mixer as M
 from llmzip import model as models
 from llmzip.bias import Bias
@@ -43,13 +43,14 @@ def same(a, b) -> bool:
 def rows(b: int, k: int, seed: int, **kw) -> torch.Tensor:
     """b rows of k values: the adversarial rows (zero, outlier, ties, extremes, subnormals)
     first, then random rows of mixed magnitudes."""
-    x = fused.adversarial(max(b, 8), max(k, 4), seed=seed, **kw)[:, :k]
+    x = fusedcheck.adversarial(max(b, 8), max(k, 4), seed=seed, **kw)[:, :k]
     return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:b]]
 
 
 def test_the_fused_kernels_are_available_and_pass_the_self_check():
+    assert fusedcheck.enable()
     assert fused.available()
-    assert fused.failures() == []
+    assert fusedcheck.failures() == []
 
 
 def test_no_multiply_add_is_contracted_into_an_fma():
@@ -180,7 +181,8 @@ def test_the_shared_bias_step(n, v, adaptive, per_token, seed):
         resp[0] = 1.0
         with fused.disabled():
             ref.update(f, total, y, resp)
-        fused.bias_update(ours, f, total, y, resp)
+        c, ry = ours.shared_factors(total, resp)
+        fused.bias_update(ours, f, c, y, ry)
         assert same(ref.b, ours.b) and same(ref.b32, ours.b32)
         assert (ref.g2 is None) == (ours.g2 is None)
         assert ref.g2 is None or same(ref.g2, ours.g2)
@@ -215,6 +217,7 @@ def test_the_whole_model_gives_the_same_logits_and_probabilities(kind, tiny_mode
     with fused.disabled():
         ref = _run(model)
     ours = _run(model)
+    assert fused.available()  # (model.load ran the self-check): the fused kernels ran
     for t, ((lr, pr), (lo, po)) in enumerate(zip(ref, ours)):
         assert same(lr, lo), f"logits differ at step {t}"
         assert same(pr, po), f"probabilities differ at step {t}"
@@ -225,6 +228,7 @@ def test_compressed_files_are_the_same_bytes(tiny_model, monkeypatch):
     kw = {"model": tiny_model, "window": 16, "sinks": 2, "threads": 1, "streams": 3,
           "prime": 8}
     ours = llmzip.compress(data, **kw)
+    assert fused.available()
     monkeypatch.setenv(fused.ENV, "0")
     assert llmzip.compress(data, **kw) == ours
     assert llmzip.decompress(ours, model=tiny_model) == data
