@@ -6,7 +6,7 @@ compress and decompress time, speed ratio and peak memory, every round trip chec
 
 Each side runs `python -m llmzip compress -c` then `decompress -c` in a fresh process (the
 baseline from a git worktree of --base, on PYTHONPATH; both with this venv's packages and the
-model cache in ~/.cache/llmzip), alternating base and head so that a busy machine slows both.
+model cache in ~/.cache/llmzip), the base first, then this checkout: run it on a quiet machine.
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
 ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell: on such a host the baseline's `auto` dtype
 is "mixed" and the int8 kernel fails its start-up probe here). Peak memory is each child's

@@ -39,7 +39,7 @@ import torch
 from llmzip.cache import cache_dir
 from llmzip.errors import ModelError
 from llmzip.llama import Llama, LlamaConfig
-from llmzip.tokens import TokenCodec
+from llmzip.tokens import LosslessTokenizer
 
 FETCH_HINT = "run `llmzip model fetch` (or pass --model NAME|PATH, or set LLMZIP_MODEL)"
 FINGERPRINT_BYTES = 8  # of the SHA-256, stored in every header
@@ -357,7 +357,7 @@ class LoadedModel:
     """Everything the codec needs from a model. ``fingerprint`` identifies it (8 bytes)."""
 
     llama: Llama
-    tokens: TokenCodec
+    tokens: LosslessTokenizer
     fingerprint: bytes
     start_token: int  # fed to every stream before its first token
     join_token: int  # fed to a stream that joins a primed frame (predictor.py)
@@ -368,7 +368,7 @@ class LoadedModel:
         return self.llama.config.vocab_size
 
 
-def _start_token(tokens: TokenCodec, config: dict) -> int:
+def _start_token(tokens: LosslessTokenizer, config: dict) -> int:
     """Document separator if the vocabulary has one, else BOS, else 0."""
     vocab = tokens.tokenizer.get_vocab(with_added_tokens=True)
     for name in ("<|endoftext|>", "<|end_of_text|>", "</s>", "<s>"):
@@ -378,7 +378,7 @@ def _start_token(tokens: TokenCodec, config: dict) -> int:
     return int(bos) if isinstance(bos, int) else 0
 
 
-def _join_token(tokens: TokenCodec, start: int) -> int:
+def _join_token(tokens: LosslessTokenizer, start: int) -> int:
     """A paragraph break: the token of "\\n\\n" if there is one, else of "\\n", else start.
     A stream that joins a primed frame reads the first stream's opening, then this, then its
     own segment (benchmarks/RESULTS.md)."""
@@ -411,7 +411,7 @@ def _load(path: Path, device: str, legacy: bool) -> LoadedModel:
     directory = converted_dir(gguf) if gguf else path
     hf_config = json.loads((directory / "config.json").read_text())
     tokenizer_json = (directory / "tokenizer.json").read_bytes()
-    tokens = TokenCodec.from_file(directory / "tokenizer.json")
+    tokens = LosslessTokenizer.from_file(directory / "tokenizer.json")
     config = LlamaConfig.from_hf(hf_config)
     if legacy:
         from llmzip.legacy import LegacyEngine

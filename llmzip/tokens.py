@@ -2,7 +2,7 @@
 
 Text goes through the model's tokenizer; whatever it cannot reproduce exactly (invalid UTF-8,
 pieces the tokenizer normalises or drops) is carried by byte-level tokens, one per byte. The
-invariant, checked on every call of :meth:`TokenCodec.encode`, is
+invariant, checked on every call of :meth:`LosslessTokenizer.encode`, is
 ``codec.decode(codec.encode(data)) == data``.
 """
 
@@ -78,7 +78,7 @@ def _token_bytes_table(tokenizer: Tokenizer) -> tuple[list[bytes], np.ndarray]:
     return table, byte_ids
 
 
-class TokenCodec:
+class LosslessTokenizer:
     """Lossless bytes <-> token ids for one tokenizer.
 
     Invariant: ``decode(encode(x)) == x`` for every byte string ``x`` (verified in ``encode``).
@@ -123,7 +123,7 @@ class TokenCodec:
             self.byte_tokens.append([self.escape, *seq])
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TokenCodec:
+    def from_file(cls, path: str | Path) -> LosslessTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def _encode_text(self, text: str) -> list[int]:

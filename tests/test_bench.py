@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from llmzip import bench, report
-from tests.helpers import ALICE, CORPUS, DATA, ROOT, invoke
+from tests.helpers import ALICE, CORPUS, DATA, ROOT, invoke, subprocess_env
 
 for _module in (*bench.EXTRA, *bench.PLOT_EXTRA):  # pip install -e '.[test,bench]'
     pytest.importorskip(_module, reason="the bench extra is not installed")
@@ -219,3 +221,13 @@ def test_missing_extra_is_one_line(two_files, tiny_model, monkeypatch):
     res = run([str(two_files[0])], tiny_model)
     assert res.exit_code == 1 and res.stdout == ""
     assert res.stderr == "llmzip: bench needs brotli: pip install 'llmzip[bench]'\n"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_still_run(script):
+    """Each benchmark script imports what it uses from llmzip and answers --help (a refactor
+    that breaks one fails here, not in a reader's hands)."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout.lower()

@@ -8,19 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmzip.tokens import TokenCodec
+from llmzip.tokens import LosslessTokenizer
 from tests.helpers import CORPUS, build_tokenizer
 
 
 @pytest.fixture(scope="module")
-def full() -> TokenCodec:
-    return TokenCodec(build_tokenizer())
+def full() -> LosslessTokenizer:
+    return LosslessTokenizer(build_tokenizer())
 
 
 @pytest.fixture(scope="module")
-def partial() -> TokenCodec:
+def partial() -> LosslessTokenizer:
     """A vocabulary without most single-byte tokens: those bytes travel escaped."""
-    return TokenCodec(build_tokenizer(full_alphabet=False))
+    return LosslessTokenizer(build_tokenizer(full_alphabet=False))
 
 
 def test_text_uses_merges(full):
