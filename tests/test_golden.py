@@ -4,6 +4,9 @@ the machine-bound files of llmzip 0.1 are refused with a clear message."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 import llmzip
 from llmzip import container as fmt
 from llmzip.errors import MismatchError
+from tests.helpers import subprocess_env
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("v*/*.llmz"))
 
@@ -37,3 +41,40 @@ def test_golden_file_decodes(tiny_model, path):
             llmzip.decompress(blob, model=tiny_model)
         return
     assert llmzip.decompress(blob, model=tiny_model) == original
+
+
+NAMED = ["smollm2-135m", "qwen2.5-coder-1.5b"]
+MODELS_DIR = Path(__file__).parent / "golden" / "models"
+
+
+def _installed(name: str) -> str:
+    """The path of a named model, or skip (CI installs the default model only)."""
+    from llmzip import model as models
+    from llmzip.errors import ModelError
+
+    try:
+        return str(models.resolve(name))
+    except ModelError:
+        if name == models.DEFAULT_MODEL and os.environ.get("CI"):
+            raise
+        pytest.skip(f"{name} is not installed (llmzip model fetch {name})")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("name", NAMED)
+def test_named_model_golden_file_decodes(name):
+    """A small file made with each named model at default settings (make_golden.py --models)
+    decodes; the large model's also with no SIMD, oneDNN at SSE4.1, generic numba kernels and
+    one thread (issue 26)."""
+    path = MODELS_DIR / f"{name}.llmz"
+    original = path.with_suffix(".orig").read_bytes()
+    model = _installed(name)
+    assert llmzip.decompress(path.read_bytes(), model=model) == original
+    if name != "smollm2-135m":
+        env = subprocess_env(model, ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41",
+                             NUMBA_CPU_NAME="generic")
+        done = subprocess.run([sys.executable, "-m", "llmzip", "decompress", "-c", "-q",
+                               "--threads", "1", str(path)], capture_output=True, env=env,
+                              timeout=1500)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert done.stdout == original

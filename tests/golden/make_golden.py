@@ -1,6 +1,7 @@
 """Writes golden .llmz files of the current format version with the tiny test model.
 
     python tests/golden/make_golden.py [NAME ...]
+    python tests/golden/make_golden.py --models smollm2-135m qwen2.5-coder-1.5b
 
 Run once per format version, and for a new case (by NAME) when a format feature is added
 within a version: the files already committed stay as they are, and test_golden.py decodes
@@ -41,7 +42,26 @@ CASES = {
 }
 
 
+# Files made with each named model at default settings (tests/golden/models/NAME.llmz): the
+# model's own numbers reach the coder (test_golden decodes them where the model is installed).
+MODEL_TEXT = (b"The golden files pin the format: a change that breaks them cannot land unnoticed. "
+              b"def f(x):\n    return x * 2\n")
+
+
+def make_model_golden(names: list[str]) -> None:
+    out = HERE / "models"
+    out.mkdir(exist_ok=True)
+    for name in names:
+        codec.CLASSIC = False
+        (out / f"{name}.orig").write_bytes(MODEL_TEXT)
+        (out / f"{name}.llmz").write_bytes(llmzip.compress(MODEL_TEXT, model=name))
+        print(out / f"{name}.llmz")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--models"]:  # make_golden.py --models NAME...
+        make_model_golden(sys.argv[2:])
+        return
     model = str(build_model_dir(Path(tempfile.mkdtemp()) / "tiny"))
     out = HERE / f"v{fmt.FORMAT_VERSION}"
     out.mkdir(exist_ok=True)
