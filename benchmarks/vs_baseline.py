@@ -4,9 +4,11 @@ compress and decompress time, speed ratio and peak memory, every round trip chec
     python benchmarks/vs_baseline.py ../shared/data/alice29.txt [--bytes N] [--base 87322f5]
         [--isa avx2] [--threads N] [-- extra compress flags for this checkout]
 
-Each side runs `python -m llmzip compress -c` then `decompress -c` in a fresh process (the
-baseline from a git worktree of --base, on PYTHONPATH; both with this venv's packages and the
-model cache in ~/.cache/llmzip), the base first, then this checkout: run it on a quiet machine.
+Each side first compresses 2,000 bytes untimed (a warm start: numba compiles its kernels once
+per CPU kind and caches them), then runs `python -m llmzip compress -c` then `decompress -c`
+in a fresh process (the baseline from a git worktree of --base, on PYTHONPATH; both with this
+venv's packages and the model cache in ~/.cache/llmzip), the base first, then this checkout:
+run it on a quiet machine.
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
 ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell: on such a host the baseline's `auto` dtype
 is "mixed" and the int8 kernel fails its start-up probe here). Peak memory is each child's
@@ -83,8 +85,13 @@ def main() -> None:
              "head": (ROOT, threads + args.extra)}
     env = ISAS[args.isa]
     rows = {}
+    warm = work / "warm"
+    warm.write_bytes(data[:2000])
     for name, (src, flags) in sides.items():
         packed, back = work / f"{name}.llmz", work / f"{name}.out"
+        # A first short run, not timed: compiles and caches what a first run on a new host
+        # kind would (numba's kernels for that CPU), so both sides are timed warm.
+        run(src, ["compress", *flags], warm, work / "warm.llmz", env)
         tc, mc = run(src, ["compress", *flags], sample, packed, env)
         td, md = run(src, ["decompress", *threads], packed, back, env)
         ok = back.read_bytes() == data

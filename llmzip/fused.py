@@ -250,18 +250,21 @@ def silu(x, y, chunks):
 
 @njit(**_JIT)
 def _quantize_kv(x, s, out):
-    """round(x / s) of a key or value vector."""
+    """round(x / s) of a key or value vector (|x / s| <= 127: exact in int8)."""
     for d in range(x.shape[0]):
-        out[d] = np.rint(x[d] / s)
+        out[d] = np.int8(np.rint(x[d] / s))
 
 
 @njit(**_JIT)
-def _attention_row(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, pieces,
-                   q_scale, rot, tmp, scratch):
-    """attention_input of one stream: x [(H + 2G) D], the others of that stream."""
+def _attention_input(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, q,
+                     q_scale, rot, tmp, scratch):
+    """Engine.attention before the scores, for one stream: x [(H + 2G) D] -> the unrotated
+    keys to sink [G, S, D][.., slot] (if write_sink), the rotated keys quantised to kt
+    [G, D, W][.., slot] (int8) with k_scale [G, W][.., slot], the values to v [G, W, D] (int8)
+    and v_scale, the rotated queries' 16-bit integers q [H, D] (int32: 256 hi + lo of
+    engine._pieces) and their scales q_scale [H]."""
     D = cos.shape[0]
     half = D // 2
-    R = H // G
     for h in range(H + G):
         o = h * D
         for d in range(half):  # x * cos + roll(x, D/2) * sin
@@ -269,10 +272,10 @@ def _attention_row(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale,
         for d in range(half, D):
             rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
         if h < H:
-            g, r = h // R, h % R
             s = _absmax(rot, scratch) / QMAX
-            _split(rot, s, pieces[g, r], pieces[g, R + r])
-            q_scale[g, r, 0] = s
+            for d in range(D):
+                q[h, d] = np.int32(np.rint(rot[d] / s))
+            q_scale[h] = s
         else:
             g = h - H
             if write_sink:
@@ -291,43 +294,52 @@ def _attention_row(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale,
         v_scale[g, slot] = s
 
 
-@njit(**_PAR)
-def attention_input(qkv, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot,
-                    pieces, q_scale, chunks):
-    """Engine.attention before the scores, for one layer: qkv [B, (H + 2G) D] -> the
-    unrotated keys to sink [B, G, S, D][.., slot] (if write_sink), the rotated keys quantised
-    to kt [B, G, D, W][.., slot] with k_scale [B, G, W][.., slot], the values to
-    v [B, G, W, D] and v_scale, the rotated queries' pieces [B, G, 2R, D] (hi rows, then lo
-    rows) and their scale q_scale [B, G, R, 1]."""
-    B = qkv.shape[0]
-    D = cos.shape[0]
-    for c in prange(chunks):
-        rot = np.empty(D, np.float32)
-        tmp = np.empty(D, np.float32)
-        scratch = np.empty(1, np.int32)
-        start, stop = _part(c, chunks, B)
-        for b in range(start, stop):
-            _attention_row(qkv[b], cos, sin, H, G, sink[b], write_sink, kt[b], k_scale[b],
-                           v[b], v_scale[b], slot, pieces[b], q_scale[b], rot, tmp, scratch)
-
-
 @njit(**_JIT)
-def _weights_group(s2, k_scale, q_scale, step, table, v_scale, a, f, s, idx, ks, vs, scratch):
-    """attention_weights of one (stream, key group): s2 [2R, n], k_scale [n], q_scale
-    [R, 1], v_scale [n] -> a [R, n], f [R, 1]."""
-    R = s2.shape[0] // 2
-    n = s2.shape[1]
+def _attend_group(q, q_scale, kt, k_scale, v, v_scale, n, step, table, out, acc, s, idx, ks,
+                  vs, a, o, scratch):
+    """Engine.attend of one (stream, key group): the 16-bit query integers q [R, D] (int32)
+    with their scales q_scale [R], int8 keys kt [D, W] and values v [W, D] with scales [W],
+    the first n slots -> out [R, D] float32.
+
+    Every product is an exact integer sum: the scores ``sum q k`` (int32: |q k| D < 2**31) are
+    the reference's ``256 P(hi) + P(lo)`` before its one rounding to float32; the value
+    product ``sum a v`` of the integer weights (sum(a) <= 2**16 + 1 + n / 2) is below 2**24,
+    exact in float32 as the reference's."""
+    R, D = q.shape
     last = F32(table.shape[0] - 1)
     for j in range(n):
         ks[j] = k_scale[j]
         vs[j] = v_scale[j]
-    vmax = F64(_max(vs, scratch))
+    vmax = F64(_max(vs[:n], scratch))
     for r in range(R):
-        hi, lo, out = s2[r], s2[R + r], a[r]
         for j in range(n):
-            s[j] = (lo[j] + F32(256.0) * hi[j]) * ks[j]
-        top = _max(s, scratch)
-        c0 = q_scale[r, 0] * step
+            acc[r, j] = 0
+    top8 = D - D % 8
+    for d in range(0, top8, 8):  # eight key rows at a time: fewer passes over acc
+        k0, k1, k2, k3, k4, k5, k6, k7 = (kt[d], kt[d + 1], kt[d + 2], kt[d + 3], kt[d + 4],
+                                          kt[d + 5], kt[d + 6], kt[d + 7])
+        for r in range(R):
+            qr = q[r]
+            q0, q1, q2, q3, q4, q5, q6, q7 = (qr[d], qr[d + 1], qr[d + 2], qr[d + 3],
+                                              qr[d + 4], qr[d + 5], qr[d + 6], qr[d + 7])
+            ar = acc[r]
+            for j in range(n):
+                ar[j] += (q0 * np.int32(k0[j]) + q1 * np.int32(k1[j]) + q2 * np.int32(k2[j])
+                          + q3 * np.int32(k3[j]) + q4 * np.int32(k4[j]) + q5 * np.int32(k5[j])
+                          + q6 * np.int32(k6[j]) + q7 * np.int32(k7[j]))
+    for d in range(top8, D):
+        krow = kt[d]
+        for r in range(R):
+            qd = q[r, d]
+            ar = acc[r]
+            for j in range(n):
+                ar[j] += qd * np.int32(krow[j])
+    for r in range(R):
+        ar = acc[r]
+        for j in range(n):
+            s[j] = F32(ar[j]) * ks[j]
+        top = _max(s[:n], scratch)
+        c0 = q_scale[r] * step
         for j in range(n):  # (separate loops: each one vectorises)
             idx[j] = _table_index(np.rint((top - s[j]) * c0), last)
         for j in range(n):
@@ -340,28 +352,69 @@ def _weights_group(s2, k_scale, q_scale, step, table, v_scale, a, f, s, idx, ks,
         cf = F32(c)
         for j in range(n):
             w = s[j] * vs[j]
-            out[j] = np.rint(w * cf)
-        f[r, 0] = F32(F64(1.0) / (F64(cf) * zf))
+            a[j] = np.int32(np.rint(w * cf))
+        for d in range(D):
+            o[d] = 0
+        for j in range(n):
+            aj = a[j]
+            if aj != 0:  # (a zero weight adds nothing: skipping it changes no sum)
+                vj = v[j]
+                for d in range(D):
+                    o[d] += aj * np.int32(vj[d])
+        f = F32(F64(1.0) / (F64(cf) * zf))
+        for d in range(D):
+            out[r, d] = F32(o[d]) * f
+
+
+@njit(**_JIT)
+def _attend_buffers(R, D, W):
+    return (np.empty((R, W), np.int32), np.empty(W, np.float32), np.empty(W, np.uint32),
+            np.empty(W, np.float32), np.empty(W, np.float32), np.empty(W, np.int32),
+            np.empty(D, np.int32), np.empty(1, np.int32))
 
 
 @njit(**_PAR)
-def attention_weights(s2, k_scale, q_scale, step, table, v_scale, a, f, chunks):
-    """Engine.attend between its two products: the exact scores s2 [B, G, 2R, n] (hi rows,
-    then lo rows) with the key scales [B, G, n], the query scales [B, G, R, 1] and the value
-    scales [B, G, n] -> the integer weights a [B, G, R, n] and the output factor f [B, G, R, 1]
-    (out = (a @ values) * f)."""
-    B, G, _, n = s2.shape
+def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, n,
+                    step, table, out, chunks):
+    """Engine.attention of one layer: qkv [B, (H + 2G) D] float32 -> this step's keys and
+    values into the cache (sink [B, G, S, D], kt [B, G, D, W] int8, k_scale [B, G, W],
+    v [B, G, W, D] int8, v_scale [B, G, W]) and the attention over slots [0, n) to
+    out [B, H D] float32. One stream at a time, each by one thread."""
+    B = qkv.shape[0]
+    D = cos.shape[0]
+    W = kt.shape[-1]
+    R = H // G
     for c in prange(chunks):
-        s = np.empty(n, np.float32)
-        idx = np.empty(n, np.uint32)
-        ks = np.empty(n, np.float32)
-        vs = np.empty(n, np.float32)
-        scratch = np.empty(1, np.int32)
+        rot = np.empty(D, np.float32)
+        tmp = np.empty(D, np.int8)
+        q = np.empty((H, D), np.int32)
+        q_scale = np.empty(H, np.float32)
+        acc, s, idx, ks, vs, a, o, scratch = _attend_buffers(R, D, W)
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            _attention_input(qkv[b], cos, sin, H, G, sink[b], write_sink, kt[b], k_scale[b],
+                             v[b], v_scale[b], slot, q, q_scale, rot, tmp, scratch)
+            ob = out[b].reshape((H, D))
+            for g in range(G):
+                _attend_group(q[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kt[b, g],
+                              k_scale[b, g], v[b, g], v_scale[b, g], n, step, table,
+                              ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a, o, scratch)
+
+
+@njit(**_PAR)
+def attend_groups(q, q_scale, kt, k_scale, v, v_scale, step, table, out, chunks):
+    """Engine.attend for q [B, G, R, D] int32 with q_scale [B, G, R], kt [B, G, D, n] and
+    v [B, G, n, D] int8 with scales [B, G, n] -> out [B, G, R, D] (the self-check's entry)."""
+    B, G, R, D = q.shape
+    n = kt.shape[-1]
+    for c in prange(chunks):
+        acc, s, idx, ks, vs, a, o, scratch = _attend_buffers(R, D, n)
         start, stop = _part(c, chunks, B * G)
         for bg in range(start, stop):
             b, g = bg // G, bg % G
-            _weights_group(s2[b, g], k_scale[b, g], q_scale[b, g], step, table, v_scale[b, g],
-                           a[b, g], f[b, g], s, idx, ks, vs, scratch)
+            _attend_group(q[b, g], q_scale[b, g], kt[b, g], k_scale[b, g], v[b, g],
+                          v_scale[b, g], n, step, table, out[b, g], acc, s, idx, ks, vs, a,
+                          o, scratch)
 
 
 @njit(**_JIT)
@@ -530,34 +583,27 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
     slot, n, cos, sin = pos
     c = engine.config
     b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
-    R = H // G
-    pieces = _scratch(("pieces",), (b, G, 2 * R, D), torch.float32)
-    q_scale = _scratch(("q_scale",), (b, G, R, 1), torch.float32)
-    kt, k_scale, v, v_scale = (t.numpy()[i] for t in (cache.kt, cache.k_scale, cache.v,
-                                                       cache.v_scale))
-    attention_input(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
-                    slot < cache.sinks, kt, k_scale, v, v_scale, slot, pieces.numpy(),
-                    q_scale.numpy(), _chunks(b))
-    out = attend(engine, pieces, q_scale, torch.from_numpy(kt[..., :n]),
-                 torch.from_numpy(k_scale[..., :n]), torch.from_numpy(v[:, :, :n]),
-                 torch.from_numpy(v_scale[..., :n]))
-    return out.view(b, H * D)
+    out = torch.empty((b, H * D), dtype=torch.float32)
+    attention_layer(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
+                    slot < cache.sinks, cache.kt.numpy()[i], cache.k_scale.numpy()[i],
+                    cache.v.numpy()[i], cache.v_scale.numpy()[i], slot, n,
+                    F32(engine.score_step), engine.table.numpy(), out.numpy(), _chunks(b))
+    return out
 
 
 def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,
            k_scale: torch.Tensor, values: torch.Tensor, v_scale: torch.Tensor) -> torch.Tensor:
-    """Engine.attend (the same arguments): the two exact products in torch, the weights
-    between them fused."""
-    b, G, R2, _ = pieces.shape
-    n = keys_t.shape[-1]
-    s2 = torch.matmul(pieces, keys_t, out=_scratch(("s2",), (b, G, R2, n), torch.float32))
-    a = _scratch(("weights",), (b, G, R2 // 2, n), torch.float32)
-    f = _scratch(("factor",), (b, G, R2 // 2, 1), torch.float32)
-    attention_weights(s2.numpy(), k_scale.numpy(), q_scale.numpy(), F32(engine.score_step),
-                      engine.table.numpy(), v_scale.numpy(), a.numpy(), f.numpy(),
-                      _chunks(b * G))
-    out = torch.matmul(a, values)  # exact: 127 * sum(a) < 2**24
-    return out.mul_(f)
+    """Engine.attend (the same arguments; keys and values int8-valued, any dtype), through the
+    kernel attention_layer uses."""
+    b, G, R2, D = pieces.shape
+    R = R2 // 2
+    q = torch.add(pieces[:, :, R:], pieces[:, :, :R], alpha=256.0).to(torch.int32)  # exact
+    out = torch.empty((b, G, R, D), dtype=torch.float32)
+    attend_groups(q.contiguous().numpy(), q_scale[..., 0].contiguous().numpy(),
+                  keys_t.to(torch.int8).contiguous().numpy(), k_scale.contiguous().numpy(),
+                  values.to(torch.int8).contiguous().numpy(), v_scale.contiguous().numpy(),
+                  F32(engine.score_step), engine.table.numpy(), out.numpy(), _chunks(b * G))
+    return out
 
 
 def lm_frequencies(x: torch.Tensor, bias: torch.Tensor | None,
