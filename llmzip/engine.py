@@ -242,8 +242,6 @@ class Engine:
         scales and brought to integers a = round(e * v_scale * c) with
         c = 2**16 / (z * max(v_scale)), so that sum(a) <= 2**16 + 1 + n / 2 and the value
         product is exact in float32; the output is that product / (c z)."""
-        if fused.usable(pieces):
-            return fused.attend(self, pieces, q_scale, keys_t, k_scale, values, v_scale)
         r = q_scale.shape[2]
         s2 = torch.matmul(pieces, keys_t.to(F32))  # [B, G, 2R, n] exact integers
         s = torch.add(s2[:, :, r:], s2[:, :, :r], alpha=256.0)  # one rounding
