@@ -74,7 +74,7 @@ def main() -> None:
     B, W = args.streams, args.window
     cache = llama.new_cache(B, W, 4)
     gen = torch.Generator().manual_seed(0)
-    for t in (cache.kt, cache.v):
+    for t in (cache.kp, cache.vp):
         t.copy_(torch.randint(-127, 128, t.shape, generator=gen).to(t.dtype))
     for t in (cache.k_scale, cache.v_scale):
         t.copy_(torch.rand(t.shape, generator=gen) * 0.05 + 0.005)

@@ -10,9 +10,9 @@ in a fresh process (the baseline from a git worktree of --base, on PYTHONPATH; b
 venv's packages and the model cache in ~/.cache/llmzip), the base first, then this checkout:
 run it on a quiet machine.
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell: on such a host the baseline's `auto` dtype
-is "mixed" and the int8 kernel fails its start-up probe here). Peak memory is each child's
-ru_maxrss (os.wait4).
+ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell with Haswell's features: on such a host the
+baseline's `auto` dtype is "mixed" and the int8 kernel fails its start-up probe here).
+Peak memory is each child's ru_maxrss (os.wait4).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                          "NUMBA_CPU_NAME": "haswell"}}
+                          "NUMBA_CPU_NAME": "haswell",
+                          # (numba adds the host's own features to a named CPU unless told)
+                          "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt"}}
 
 
 def cpu_flags() -> str:

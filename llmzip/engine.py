@@ -198,7 +198,8 @@ class Engine:
             cos, sin = self._rotary(list(range(cache.offset, cache.offset + cache.sinks)))
             keys = self.rotate(cache.sink_keys, cos, sin)  # [L, B, G, S, D]
             scale = _scale_of(keys, KV_MAX)
-            cache.kt[..., : cache.sinks] = torch.div(keys, scale).round_().transpose(-1, -2)
+            q = torch.div(keys, scale).round_()  # [L, B, G, S, D]
+            cache.kp[..., : cache.sinks, :] = q.unflatten(-1, (-1, 2)).transpose(-2, -3)
             cache.k_scale[..., : cache.sinks] = scale[..., 0]
         cos, sin = self._rotary([cache.t])
         return slot, n, cos[0], sin[0]
@@ -219,16 +220,17 @@ class Engine:
         qk = self.rotate(qk, cos, sin)
         k = qk[:, H:]
         scale = _scale_of(k, KV_MAX)
-        cache.kt[i, :, :, :, slot] = torch.div(k, scale).round_()
+        cache.kp[i, :, :, :, slot] = torch.div(k, scale).round_().unflatten(-1, (-1, 2))
         cache.k_scale[i, :, :, slot] = scale[..., 0]
         scale = _scale_of(v, KV_MAX)
-        cache.v[i, :, :, slot] = torch.div(v, scale).round_()
+        cache.vp[i, :, :, slot // 2, :, slot % 2] = torch.div(v, scale).round_()
         cache.v_scale[i, :, :, slot] = scale[..., 0]
         pieces = torch.empty((2, b, G, R, D), dtype=F32, device=qkv.device)
         q_scale = _pieces(qk[:, :H].reshape(b, G, R, D), pieces)  # [B, G, R, 1]
         pieces = pieces.permute(1, 2, 0, 3, 4).reshape(b, G, 2 * R, D)
-        out = self.attend(pieces, q_scale, cache.kt[i, :, :, :, :n], cache.k_scale[i, :, :, :n],
-                          cache.v[i, :, :, :n], cache.v_scale[i, :, :, :n])
+        out = self.attend(pieces, q_scale, unpair_keys(cache.kp[i])[..., :n],
+                          cache.k_scale[i, :, :, :n], unpair_values(cache.vp[i])[..., :n, :],
+                          cache.v_scale[i, :, :, :n])
         return out.view(b, H * D)
 
     def attend(self, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,
@@ -298,7 +300,41 @@ def quantize_model(config: LlamaConfig, get: Callable[[str], torch.Tensor],
     return out
 
 
-_CACHED = ("kt", "v", "k_scale", "v_scale", "sink_keys")
+_CACHED = ("kp", "vp", "k_scale", "v_scale", "sink_keys")
+PAIRS = 16  # the cache's window is padded to a multiple of this (pairdot.madd4's lanes)
+
+
+def padded_window(w: int) -> int:
+    """The cache's window: w rounded up to a multiple of PAIRS."""
+    return -(-w // PAIRS) * PAIRS
+
+
+def pair_keys(keys_t: torch.Tensor) -> torch.Tensor:
+    """Keys transposed [.., D, n] -> the cache's layout [.., D/2, W, 2] (W = padded_window(n),
+    zeros beyond n): each slot's dimensions 2i and 2i + 1 side by side."""
+    *lead, D, n = keys_t.shape
+    out = keys_t.new_zeros((*lead, D // 2, padded_window(n), 2))
+    out[..., :n, :] = keys_t.unflatten(-2, (-1, 2)).transpose(-1, -2)
+    return out
+
+
+def pair_values(values: torch.Tensor) -> torch.Tensor:
+    """Values [.., n, D] -> the cache's layout [.., W/2, D, 2]: slots 2j and 2j + 1 side by
+    side (zeros beyond n)."""
+    *lead, n, D = values.shape
+    full = values.new_zeros((*lead, padded_window(n), D))
+    full[..., :n, :] = values
+    return full.unflatten(-2, (-1, 2)).transpose(-1, -2).contiguous()
+
+
+def unpair_keys(kp: torch.Tensor) -> torch.Tensor:
+    """The cache's keys [.., D/2, W, 2] -> transposed [.., D, W] (a copy)."""
+    return kp.transpose(-1, -2).flatten(-3, -2)
+
+
+def unpair_values(vp: torch.Tensor) -> torch.Tensor:
+    """The cache's values [.., W/2, D, 2] -> [.., W, D] (a copy)."""
+    return vp.transpose(-1, -2).flatten(-3, -2)
 
 
 class KVCache:
@@ -315,9 +351,12 @@ class KVCache:
     def __init__(self, config: LlamaConfig, batch: int, window: int, sinks: int,
                  device: torch.device) -> None:
         shape = cache_shape(config, batch, window, sinks, MAX_WINDOW)
-        # Keys transposed ([.., D, W]): the score product runs along the window.
-        self.kt = torch.zeros((*shape[:3], shape[4], shape[3]), dtype=torch.int8, device=device)
-        self.v = torch.zeros(shape, dtype=torch.int8, device=device)
+        # Pairs (pair_keys, pair_values): the score product runs along the window, two key
+        # dimensions at a time, the value product along the dimensions, two slots at a time.
+        L, B, G, W, D = shape
+        W = padded_window(W)
+        self.kp = torch.zeros((L, B, G, D // 2, W, 2), dtype=torch.int8, device=device)
+        self.vp = torch.zeros((L, B, G, W // 2, D, 2), dtype=torch.int8, device=device)
         self.k_scale = torch.ones(shape[:-1], dtype=F32, device=device)
         self.v_scale = torch.ones(shape[:-1], dtype=F32, device=device)
         self.sink_keys = torch.zeros((*shape[:3], sinks, shape[-1]), dtype=F32, device=device)
@@ -329,7 +368,7 @@ class KVCache:
 
     @property
     def batch(self) -> int:
-        return self.kt.shape[1]
+        return self.kp.shape[1]
 
     def shrink(self, n: int) -> None:
         """Keep streams [0, n) only (finished streams drop out of the batch)."""

@@ -43,6 +43,8 @@ else:
 try:
     import numba
     from numba import njit, prange
+
+    from llmzip.pairdot import madd4
 except ImportError:  # the torch reference only
     numba = None
     prange = range
@@ -256,13 +258,20 @@ def _quantize_kv(x, s, out):
 
 
 @njit(**_JIT)
-def _attention_input(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, q,
+def _pair(lo, hi):
+    """Two int16 values as the int32 pair pairdot.madd4 reads (lo in the low half)."""
+    return np.int32((np.int64(lo) & 0xFFFF) | (np.int64(hi) << 16))
+
+
+@njit(**_JIT)
+def _attention_input(x, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_scale, slot, qp,
                      q_scale, rot, tmp, scratch):
     """Engine.attention before the scores, for one stream: x [(H + 2G) D] -> the unrotated
-    keys to sink [G, S, D][.., slot] (if write_sink), the rotated keys quantised to kt
-    [G, D, W][.., slot] (int8) with k_scale [G, W][.., slot], the values to v [G, W, D] (int8)
-    and v_scale, the rotated queries' 16-bit integers q [H, D] (int32: 256 hi + lo of
-    engine._pieces) and their scales q_scale [H]."""
+    keys to sink [G, S, D][.., slot] (if write_sink), the rotated keys quantised to kp
+    [G, D/2, W, 2][.., slot, :] (int8) with k_scale [G, W][.., slot], the values to vp
+    [G, W/2, D, 2][.., slot // 2, :, slot % 2] (int8) and v_scale, the rotated queries'
+    16-bit integers (256 hi + lo of engine._pieces) as pairs qp [H, D/2] (_pair) and their
+    scales q_scale [H]."""
     D = cos.shape[0]
     half = D // 2
     for h in range(H + G):
@@ -273,8 +282,9 @@ def _attention_input(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scal
             rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
         if h < H:
             s = _absmax(rot, scratch) / QMAX
-            for d in range(D):
-                q[h, d] = np.int32(np.rint(rot[d] / s))
+            for d in range(half):
+                qp[h, d] = _pair(np.int32(np.rint(rot[2 * d] / s)),
+                                 np.int32(np.rint(rot[2 * d + 1] / s)))
             q_scale[h] = s
         else:
             g = h - H
@@ -284,56 +294,58 @@ def _attention_input(x, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scal
             s = _absmax(rot, scratch) / KV_MAX
             _quantize_kv(rot, s, tmp)
             for d in range(D):
-                kt[g, d, slot] = tmp[d]
+                kp[g, d >> 1, slot, d & 1] = tmp[d]
             k_scale[g, slot] = s
     for g in range(G):
         o = (H + G + g) * D
-        vec = x[o:o + D]
-        s = _absmax(vec, scratch) / KV_MAX
-        _quantize_kv(vec, s, v[g, slot])
+        s = _absmax(x[o:o + D], scratch) / KV_MAX
+        _quantize_kv(x[o:o + D], s, tmp)
+        for d in range(D):
+            vp[g, slot >> 1, d, slot & 1] = tmp[d]
         v_scale[g, slot] = s
 
 
 @njit(**_JIT)
-def _attend_group(q, q_scale, kt, k_scale, v, v_scale, n, step, table, out, acc, s, idx, ks,
-                  vs, a, o, scratch):
-    """Engine.attend of one (stream, key group): the 16-bit query integers q [R, D] (int32)
-    with their scales q_scale [R], int8 keys kt [D, W] and values v [W, D] with scales [W],
-    the first n slots -> out [R, D] float32.
+def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, acc, s, idx, ks,
+                  vs, a, ap, o, scratch):
+    """Engine.attend of one (stream, key group): the 16-bit query integers as pairs qp
+    [R, D/2] (_pair) with their scales q_scale [R], int8 keys kp [D/2, W, 2] and values
+    vp [W/2, D, 2] (W a multiple of 16) with scales [W], the first n slots -> out [R, D]
+    float32.
 
-    Every product is an exact integer sum: the scores ``sum q k`` (int32: |q k| D < 2**31) are
-    the reference's ``256 P(hi) + P(lo)`` before its one rounding to float32; the value
-    product ``sum a v`` of the integer weights (sum(a) <= 2**16 + 1 + n / 2) is below 2**24,
-    exact in float32 as the reference's."""
-    R, D = q.shape
+    Every product is an exact integer sum, through pairdot.madd4 (the same integers on every
+    target): the scores ``sum q k`` (int32: |q k| D < 2**31) are the reference's
+    ``256 P(hi) + P(lo)`` before its one rounding to float32; the value product ``sum a v``
+    of the integer weights a >= 0 (sum(a) <= 2**16 + 1 + n / 2, so 127 sum(a) < 2**24, exact
+    in float32 as the reference's) takes each a as its low 15 bits (one int16 of a pair) plus
+    the rest, ``a & ~0x7fff``, which at most two weights have."""
+    R, DP = qp.shape
+    D = 2 * DP
+    W = kp.shape[1]
     last = F32(table.shape[0] - 1)
     for j in range(n):
         ks[j] = k_scale[j]
         vs[j] = v_scale[j]
     vmax = F64(_max(vs[:n], scratch))
+    nb = (n + 15) // 16 * 16  # <= W
+    D4 = DP - DP % 4
     for r in range(R):
-        for j in range(n):
-            acc[r, j] = 0
-    top8 = D - D % 8
-    for d in range(0, top8, 8):  # eight key rows at a time: fewer passes over acc
-        k0, k1, k2, k3, k4, k5, k6, k7 = (kt[d], kt[d + 1], kt[d + 2], kt[d + 3], kt[d + 4],
-                                          kt[d + 5], kt[d + 6], kt[d + 7])
-        for r in range(R):
-            qr = q[r]
-            q0, q1, q2, q3, q4, q5, q6, q7 = (qr[d], qr[d + 1], qr[d + 2], qr[d + 3],
-                                              qr[d + 4], qr[d + 5], qr[d + 6], qr[d + 7])
-            ar = acc[r]
+        ar = acc[r]
+        for j in range(nb):
+            ar[j] = 0
+        qr = qp[r]
+        for jb in range(0, nb, 16):
+            for dp in range(0, D4, 4):
+                madd4(ar, jb, kp, 2 * (dp * W + jb), 2 * W, qr[dp], qr[dp + 1], qr[dp + 2],
+                      qr[dp + 3])
+        for dp in range(D4, DP):
+            lo = np.int32(np.int16(qr[dp] & 0xFFFF))
+            hi = qr[dp] >> 16
+            kr = kp[dp]
             for j in range(n):
-                ar[j] += (q0 * np.int32(k0[j]) + q1 * np.int32(k1[j]) + q2 * np.int32(k2[j])
-                          + q3 * np.int32(k3[j]) + q4 * np.int32(k4[j]) + q5 * np.int32(k5[j])
-                          + q6 * np.int32(k6[j]) + q7 * np.int32(k7[j]))
-    for d in range(top8, D):
-        krow = kt[d]
-        for r in range(R):
-            qd = q[r, d]
-            ar = acc[r]
-            for j in range(n):
-                ar[j] += qd * np.int32(krow[j])
+                ar[j] += lo * np.int32(kr[j, 0]) + hi * np.int32(kr[j, 1])
+    M = (n + 7) // 8 * 4  # pairs of slots, in blocks of four (<= W / 2)
+    D16 = D - D % 16
     for r in range(R):
         ar = acc[r]
         for j in range(n):
@@ -353,14 +365,31 @@ def _attend_group(q, q_scale, kt, k_scale, v, v_scale, n, step, table, out, acc,
         for j in range(n):
             w = s[j] * vs[j]
             a[j] = np.int32(np.rint(w * cf))
+        for j in range(n, 2 * M):
+            a[j] = 0
+        big = np.int32(0)
+        for m in range(M):
+            a0, a1 = a[2 * m], a[2 * m + 1]
+            ap[m] = (a0 & 0x7FFF) | ((a1 & 0x7FFF) << 16)
+            big |= (a0 | a1) >> 15
         for d in range(D):
             o[d] = 0
-        for j in range(n):
-            aj = a[j]
-            if aj != 0:  # (a zero weight adds nothing: skipping it changes no sum)
-                vj = v[j]
-                for d in range(D):
-                    o[d] += aj * np.int32(vj[d])
+        for m in range(0, M, 4):
+            if ap[m] | ap[m + 1] | ap[m + 2] | ap[m + 3]:  # (zero weights add nothing)
+                for d in range(0, D16, 16):
+                    madd4(o, d, vp, 2 * (m * D + d), 2 * D, ap[m], ap[m + 1], ap[m + 2],
+                          ap[m + 3])
+                for d in range(D16, D):
+                    for mm in range(m, m + 4):
+                        o[d] += ((ap[mm] & 0xFFFF) * np.int32(vp[mm, d, 0])
+                                 + (ap[mm] >> 16) * np.int32(vp[mm, d, 1]))
+        if big:
+            for j in range(n):
+                h = a[j] & ~0x7FFF
+                if h:
+                    vj = vp[j >> 1]
+                    for d in range(D):
+                        o[d] += h * np.int32(vj[d, j & 1])
         f = F32(F64(1.0) / (F64(cf) * zf))
         for d in range(D):
             out[r, d] = F32(o[d]) * f
@@ -370,51 +399,52 @@ def _attend_group(q, q_scale, kt, k_scale, v, v_scale, n, step, table, out, acc,
 def _attend_buffers(R, D, W):
     return (np.empty((R, W), np.int32), np.empty(W, np.float32), np.empty(W, np.uint32),
             np.empty(W, np.float32), np.empty(W, np.float32), np.empty(W, np.int32),
-            np.empty(D, np.int32), np.empty(1, np.int32))
+            np.empty(W // 2, np.int32), np.empty(D, np.int32), np.empty(1, np.int32))
 
 
 @njit(**_PAR)
-def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kt, k_scale, v, v_scale, slot, n,
+def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_scale, slot, n,
                     step, table, out, chunks):
     """Engine.attention of one layer: qkv [B, (H + 2G) D] float32 -> this step's keys and
-    values into the cache (sink [B, G, S, D], kt [B, G, D, W] int8, k_scale [B, G, W],
-    v [B, G, W, D] int8, v_scale [B, G, W]) and the attention over slots [0, n) to
+    values into the cache (sink [B, G, S, D], kp [B, G, D/2, W, 2] and vp [B, G, W/2, D, 2]
+    int8, k_scale and v_scale [B, G, W]) and the attention over slots [0, n) to
     out [B, H D] float32. One stream at a time, each by one thread."""
     B = qkv.shape[0]
     D = cos.shape[0]
-    W = kt.shape[-1]
+    W = kp.shape[-2]
     R = H // G
     for c in prange(chunks):
         rot = np.empty(D, np.float32)
         tmp = np.empty(D, np.int8)
-        q = np.empty((H, D), np.int32)
+        qp = np.empty((H, D // 2), np.int32)
         q_scale = np.empty(H, np.float32)
-        acc, s, idx, ks, vs, a, o, scratch = _attend_buffers(R, D, W)
+        acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, D, W)
         start, stop = _part(c, chunks, B)
         for b in range(start, stop):
-            _attention_input(qkv[b], cos, sin, H, G, sink[b], write_sink, kt[b], k_scale[b],
-                             v[b], v_scale[b], slot, q, q_scale, rot, tmp, scratch)
+            _attention_input(qkv[b], cos, sin, H, G, sink[b], write_sink, kp[b], k_scale[b],
+                             vp[b], v_scale[b], slot, qp, q_scale, rot, tmp, scratch)
             ob = out[b].reshape((H, D))
             for g in range(G):
-                _attend_group(q[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kt[b, g],
-                              k_scale[b, g], v[b, g], v_scale[b, g], n, step, table,
-                              ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a, o, scratch)
+                _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kp[b, g],
+                              k_scale[b, g], vp[b, g], v_scale[b, g], n, step, table,
+                              ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a, ap, o, scratch)
 
 
 @njit(**_PAR)
-def attend_groups(q, q_scale, kt, k_scale, v, v_scale, step, table, out, chunks):
-    """Engine.attend for q [B, G, R, D] int32 with q_scale [B, G, R], kt [B, G, D, n] and
-    v [B, G, n, D] int8 with scales [B, G, n] -> out [B, G, R, D] (the self-check's entry)."""
-    B, G, R, D = q.shape
-    n = kt.shape[-1]
+def attend_groups(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, chunks):
+    """Engine.attend for the query pairs qp [B, G, R, D/2] with q_scale [B, G, R], keys kp
+    [B, G, D/2, W, 2] and values vp [B, G, W/2, D, 2] (int8) with scales [B, G, W], over
+    slots [0, n) -> out [B, G, R, D] (the self-check's entry)."""
+    B, G, R, DP = qp.shape
+    W = kp.shape[-2]
     for c in prange(chunks):
-        acc, s, idx, ks, vs, a, o, scratch = _attend_buffers(R, D, n)
+        acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, 2 * DP, W)
         start, stop = _part(c, chunks, B * G)
         for bg in range(start, stop):
             b, g = bg // G, bg % G
-            _attend_group(q[b, g], q_scale[b, g], kt[b, g], k_scale[b, g], v[b, g],
+            _attend_group(qp[b, g], q_scale[b, g], kp[b, g], k_scale[b, g], vp[b, g],
                           v_scale[b, g], n, step, table, out[b, g], acc, s, idx, ks, vs, a,
-                          o, scratch)
+                          ap, o, scratch)
 
 
 @njit(**_JIT)
@@ -585,8 +615,8 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
     b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
     out = torch.empty((b, H * D), dtype=torch.float32)
     attention_layer(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
-                    slot < cache.sinks, cache.kt.numpy()[i], cache.k_scale.numpy()[i],
-                    cache.v.numpy()[i], cache.v_scale.numpy()[i], slot, n,
+                    slot < cache.sinks, cache.kp.numpy()[i], cache.k_scale.numpy()[i],
+                    cache.vp.numpy()[i], cache.v_scale.numpy()[i], slot, n,
                     F32(engine.score_step), engine.table.numpy(), out.numpy(), _chunks(b))
     return out
 
@@ -594,15 +624,28 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
 def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,
            k_scale: torch.Tensor, values: torch.Tensor, v_scale: torch.Tensor) -> torch.Tensor:
     """Engine.attend (the same arguments; keys and values int8-valued, any dtype), through the
-    kernel attention_layer uses."""
+    kernel attention_layer uses, with the cache's layouts (engine.pair_keys, pair_values)."""
+    from llmzip.engine import pair_keys, pair_values
+
     b, G, R2, D = pieces.shape
-    R = R2 // 2
+    R, n = R2 // 2, keys_t.shape[-1]
     q = torch.add(pieces[:, :, R:], pieces[:, :, :R], alpha=256.0).to(torch.int32)  # exact
+    qp = (q[..., 0::2] & 0xFFFF) | (q[..., 1::2] << 16)
     out = torch.empty((b, G, R, D), dtype=torch.float32)
-    attend_groups(q.contiguous().numpy(), q_scale[..., 0].contiguous().numpy(),
-                  keys_t.to(torch.int8).contiguous().numpy(), k_scale.contiguous().numpy(),
-                  values.to(torch.int8).contiguous().numpy(), v_scale.contiguous().numpy(),
+    attend_groups(qp.contiguous().numpy(), q_scale[..., 0].contiguous().numpy(),
+                  pair_keys(keys_t.to(torch.int8)).numpy(), _padded(k_scale),
+                  pair_values(values.to(torch.int8)).numpy(), _padded(v_scale), n,
                   F32(engine.score_step), engine.table.numpy(), out.numpy(), _chunks(b * G))
+    return out
+
+
+def _padded(scale: torch.Tensor) -> np.ndarray:
+    """Scales [.., n] -> [.., W] (pair_keys' W), padded with ones."""
+    from llmzip.engine import padded_window
+
+    n = scale.shape[-1]
+    out = np.ones((*scale.shape[:-1], padded_window(n)), np.float32)
+    out[..., :n] = scale.numpy()
     return out
 
 

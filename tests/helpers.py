@@ -18,6 +18,9 @@ ALICE = DATA / "alice29.txt"
 PYTHON_LICENSE = Path(os.__file__).parent / "LICENSE.txt"  # ~14 KB of English, in most installs
 
 # Small settings for CLI tests on the tiny model: fast, and more than one stream.
+# numba's features of an AVX2-only x86 (NUMBA_CPU_FEATURES; numba would otherwise add the
+# host's own features, AVX-512 included, to a named CPU)
+HASWELL = "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt"
 OPTS = ["--context", "16", "--threads", "1", "--streams", "2"]
 
 CORPUS = (

@@ -8,7 +8,7 @@ import torch
 
 from llmzip import kernels
 from llmzip import model as models
-from llmzip.engine import Engine, quantize_model
+from llmzip.engine import Engine, quantize_model, unpair_keys
 from llmzip.llama import Llama, LlamaConfig, longest_window
 from tests.helpers import build_model_dir
 
@@ -136,7 +136,7 @@ def test_window_slides_without_growing_and_sinks_move_up(tiny_model):
     cache = llama.new_cache(1, window=8, sinks=2)
     for t in range(50):
         llama.step(cache, torch.tensor([t % llama.config.vocab_size]))
-    assert cache.kt.shape[-1] == 8 and cache.t == 50
+    assert cache.k_scale.shape[-1] == 8 and cache.kp.shape[-2] == 16 and cache.t == 50
     assert cache.offset == 40  # moved every 8 steps once the query was 16 past the sinks
 
 
@@ -153,7 +153,7 @@ def test_moved_sinks_are_their_keys_rotated_to_the_new_positions(tiny_model):
     keys = e.rotate(cache.sink_keys, cos, sin)
     scale = keys.abs().amax(-1, keepdim=True).clamp(min=2.0**-100) / 127
     expected = torch.round(keys / scale).transpose(-1, -2).to(torch.int8)
-    assert torch.equal(cache.kt[..., :2], expected)
+    assert torch.equal(unpair_keys(cache.kp)[..., :2], expected)
 
 
 def test_longest_window_keeps_sinks_within_the_trained_positions(tiny_model):

@@ -120,8 +120,8 @@ def test_cache_copy_is_exact(tiny_model):
     cache.grow(4)
     assert cache.batch == 4
     for i in range(1, 4):
-        assert torch.equal(cache.kt[:, i], cache.kt[:, 0])
-        assert torch.equal(cache.v[:, i], cache.v[:, 0])
+        assert torch.equal(cache.kp[:, i], cache.kp[:, 0])
+        assert torch.equal(cache.vp[:, i], cache.vp[:, 0])
 
 
 def test_match_waits_for_a_joining_streams_own_tokens():

@@ -1,0 +1,123 @@
+"""Exact products of 16-bit integer pairs, through the widest instruction the compile target
+has: one numba intrinsic, :func:`madd4`, for the attention kernels of fused.py.
+
+``madd4(acc, ao, k, ko, ks, q0, q1, q2, q3)`` adds to the 16 int32 ``acc[ao:ao + 16]``
+
+    sum over p < 4, l < 16 of  k[o + 2l] * lo(q_p) + k[o + 2l + 1] * hi(q_p),  o = ko + p * ks
+
+where ``k`` is an int8 array (pairs of int8 side by side) and each ``q_p`` an int32 holding two
+int16 (``lo``: its low half, ``hi``: its high half, as :func:`pack` makes them). It is the
+pattern of x86's ``pmaddwd`` (and of VNNI's ``vpdpwssd``, which LLVM forms from it): every
+product and pair sum is an exact int32 (|k| <= 128, |q| <= 2**15), so each of the code paths
+below gives the same integers, and the kernels built on it give the same bits on every
+machine, as long as the callers' sums stay below 2**31 (theirs do: see fused.py).
+
+The path is chosen when numba compiles for its target (numba's cache is keyed by the target's
+CPU name and features, so a cached kernel is never used on another kind of CPU):
+
+- ``avx512bw`` in the target features: one 512-bit ``pmaddwd`` per pair vector;
+- ``avx2``: two 256-bit ones;
+- anything else (older x86, ARM, NUMBA_CPU_NAME=generic): plain vector IR (sign extensions,
+  multiplies, adds), which LLVM lowers to whatever the target has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+except ImportError:  # fused.py falls back to the torch reference
+    madd4 = None
+else:
+    LANES = 16  # int32 lanes of acc per call
+
+    def _features(context) -> set[str]:
+        """The enabled features of the codegen's target machine."""
+        f = context.codegen()._tm_features
+        text = f if isinstance(f, str) else f.flatten()
+        return {x[1:] for x in text.split(",") if x.startswith("+")}
+
+    def _splat(builder, value, lanes):
+        vt = ir.VectorType(value.type, lanes)
+        v = builder.insert_element(ir.Constant(vt, None), value, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(v, ir.Constant(vt, None), ir.Constant(vt, [0] * lanes))
+
+    def _pairs_x86(builder, kv, q, width: int):
+        """pmaddwd of the <32 x i16> kv with the splat int16 pair q, as one 512-bit or two
+        256-bit instructions -> <16 x i32>."""
+        i16, i32 = ir.IntType(16), ir.IntType(32)
+        if width == 512:
+            name, parts = "llvm.x86.avx512.pmaddw.d.512", 1
+        else:
+            name, parts = "llvm.x86.avx2.pmadd.wd", 2
+        n16 = 32 // parts
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VectorType(i32, n16 // 2), [ir.VectorType(i16, n16)] * 2), name)
+        qv = builder.bitcast(_splat(builder, q, n16 // 2), ir.VectorType(i16, n16))
+        out = []
+        for h in range(parts):
+            part = kv if parts == 1 else builder.shuffle_vector(
+                kv, ir.Constant(kv.type, None),
+                ir.Constant(ir.VectorType(i32, n16), list(range(h * n16, (h + 1) * n16))))
+            out.append(builder.call(fn, [part, qv]))
+        if parts == 1:
+            return out[0]
+        return builder.shuffle_vector(out[0], out[1],
+                                      ir.Constant(ir.VectorType(i32, 16), list(range(16))))
+
+    def _pairs_generic(builder, kv, q):
+        """The same sums in target-independent IR."""
+        i16, i32 = ir.IntType(16), ir.IntType(32)
+        v32 = ir.VectorType(i32, 16)
+        k32 = builder.sext(kv, ir.VectorType(i32, 32))
+        even = builder.shuffle_vector(k32, ir.Constant(k32.type, None),
+                                      ir.Constant(v32, list(range(0, 32, 2))))
+        odd = builder.shuffle_vector(k32, ir.Constant(k32.type, None),
+                                     ir.Constant(v32, list(range(1, 32, 2))))
+        lo = builder.sext(builder.trunc(q, i16), i32)
+        hi = builder.ashr(q, ir.Constant(i32, 16))
+        return builder.add(builder.mul(even, _splat(builder, lo, 16)),
+                           builder.mul(odd, _splat(builder, hi, 16)))
+
+    @intrinsic
+    def madd4(typingctx, acc, ao, k, ko, ks, q0, q1, q2, q3):
+        sig = types.void(acc, ao, k, ko, ks, q0, q1, q2, q3)
+
+        def codegen(context, builder, sig, args):
+            features = _features(context)
+            width = 512 if "avx512bw" in features else 256 if "avx2" in features else 0
+            i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+            arr_a = context.make_array(sig.args[0])(context, builder, args[0])
+            arr_k = context.make_array(sig.args[2])(context, builder, args[2])
+            ao_, ko_, ks_ = (context.cast(builder, args[j], sig.args[j], types.intp)
+                             for j in (1, 3, 4))
+            pa = builder.bitcast(builder.gep(arr_a.data, [ao_]),
+                                 ir.VectorType(i32, LANES).as_pointer())
+            total = builder.load(pa, align=4)
+            for p in range(4):
+                q = context.cast(builder, args[5 + p], sig.args[5 + p], types.int32)
+                off = builder.add(ko_, builder.mul(ks_, ir.Constant(ks_.type, p)))
+                pk = builder.bitcast(builder.gep(arr_k.data, [off]),
+                                     ir.VectorType(i8, 2 * LANES).as_pointer())
+                kv = builder.load(pk, align=1)
+                if width:
+                    part = _pairs_x86(builder, builder.sext(kv, ir.VectorType(i16, 32)), q,
+                                      width)
+                else:
+                    part = _pairs_generic(builder, kv, q)
+                total = builder.add(total, part)
+            builder.store(total, pa, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+
+def pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The int32 pairs madd4 reads: int16 values lo (low half) and hi (high half)."""
+    both = (np.asarray(lo, np.int64) & 0xFFFF) | (np.asarray(hi, np.int64) << 16)
+    return both.astype(np.uint32).view(np.int32)
