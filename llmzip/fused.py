@@ -540,13 +540,15 @@ _NONE64 = np.zeros(1, np.float64)
 _NONE2D = np.zeros((1, 1), np.float32)
 _STATE: dict[str, bool | int] = {"off": 0}
 _LOCAL = threading.local()  # per thread: scratch buffers that never leave a call
+_VIEWS: dict[int, tuple[torch.Tensor, np.ndarray]] = {}  # _view's
+_POOL = numba.config.NUMBA_NUM_THREADS if numba is not None else 1
 
 
 def available() -> bool:
-    """Whether the fused kernels may run in this process: numba is there, LLMZIP_FUSED is not
-    0, and fusedcheck.enable() found every kernel equal to its torch reference."""
-    return (not _STATE["off"] and numba is not None and os.environ.get(ENV) != "0"
-            and _STATE.get("ok") is True)
+    """Whether the fused kernels may run in this process: fusedcheck.enable() (which model.load
+    calls) found numba there, LLMZIP_FUSED not 0 and every kernel equal to its torch
+    reference. (Called a few hundred times per step: it reads no environment variable.)"""
+    return not _STATE["off"] and _STATE.get("ok") is True
 
 
 @contextmanager
@@ -567,17 +569,29 @@ def usable(t: torch.Tensor) -> bool:
 def _chunks(items: int) -> int:
     """Chunks to split a kernel's ``items`` outer iterations into: one per thread (torch's
     thread count, which kernels.configure sets, within numba's pool)."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, items))
+    return max(1, min(torch.get_num_threads(), _POOL, items))
 
 
-def _scratch(key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """A buffer of this thread for one call site (``key``), reused while its shape stays."""
+def _scratch(key: tuple, shape: tuple, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """A buffer of this thread for one call site (``key``), reused while its shape stays, and
+    its numpy view."""
     pool = _LOCAL.__dict__.setdefault("pool", {})
     t = pool.get(key)
-    if t is None or t.shape != shape:
+    if t is None or t[0].shape != shape:
         with torch.inference_mode(False):  # a normal tensor: usable in and out of that mode
-            t = pool[key] = torch.empty(shape, dtype=dtype)
+            buf = torch.empty(shape, dtype=dtype)
+        t = pool[key] = (buf, buf.numpy())
     return t
+
+
+def _view(t: torch.Tensor) -> np.ndarray:
+    """The numpy view of a CPU tensor that lives as long as the model (a weight's scale, bias or
+    gain, the attention table), made once: never for a per-step or per-cache tensor (the
+    table of views would keep it alive)."""
+    v = _VIEWS.get(id(t))
+    if v is None or v[0] is not t:
+        v = _VIEWS[id(t)] = (t, t.numpy())
+    return v[1]
 
 
 def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
@@ -587,24 +601,24 @@ def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
     b, k = x.shape
     n = lin.scale.shape[0]
     dtype = lin.products.activation_dtype()
-    a = _scratch(("a", k, dtype), (2 * b, k), dtype)
+    a, a_np = _scratch(("a", k, dtype), (2 * b, k), dtype)
     scale = np.empty(b, np.float32)
     chunks = _chunks(b)
-    linear_input(x.numpy(), _NONE32 if gain is None else gain.numpy(), gain is not None,
-                 float(eps), a.numpy(), scale, chunks)
-    p = lin.products.exact(a, lin.w, _scratch(("p", n), (2 * b, n), torch.int32))
-    y = torch.empty((b, n), dtype=torch.float32)
+    linear_input(x.numpy(), _NONE32 if gain is None else _view(gain), gain is not None,
+                 float(eps), a_np, scale, chunks)
+    p = lin.products.exact(a, lin.w, _scratch(("p", n), (2 * b, n), torch.int32)[0])
+    y = np.empty((b, n), np.float32)
     bias = lin.bias
-    linear_output(p.numpy(), scale, lin.scale.numpy(), _NONE32 if bias is None else bias.numpy(),
-                  bias is not None, y.numpy(), chunks)
-    return y
+    linear_output(p.numpy(), scale, _view(lin.scale), _NONE32 if bias is None else _view(bias),
+                  bias is not None, y, chunks)
+    return torch.from_numpy(y)
 
 
 def silu_(x: torch.Tensor) -> torch.Tensor:
     """Engine.silu of x [B, N] float32."""
-    y = torch.empty(x.shape, dtype=torch.float32)
-    silu(x.numpy(), y.numpy(), _chunks(x.shape[0]))
-    return y
+    y = np.empty(tuple(x.shape), np.float32)
+    silu(x.numpy(), y, _chunks(x.shape[0]))
+    return torch.from_numpy(y)
 
 
 def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Tensor:
@@ -613,12 +627,12 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
     slot, n, cos, sin = pos
     c = engine.config
     b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
-    out = torch.empty((b, H * D), dtype=torch.float32)
+    out = np.empty((b, H * D), np.float32)
     attention_layer(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
                     slot < cache.sinks, cache.kp.numpy()[i], cache.k_scale.numpy()[i],
                     cache.vp.numpy()[i], cache.v_scale.numpy()[i], slot, n,
-                    F32(engine.score_step), engine.table.numpy(), out.numpy(), _chunks(b))
-    return out
+                    F32(engine.score_step), _view(engine.table), out, _chunks(b))
+    return torch.from_numpy(out)
 
 
 def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,

@@ -30,7 +30,8 @@ from llmzip.settings import MixConfig
 
 def enable() -> bool:
     """Run the self-check once (unless numba is missing or LLMZIP_FUSED=0) and record its
-    verdict for fused.available(); the verdict."""
+    verdict for fused.available(); the verdict. LLMZIP_FUSED is read here, when the process
+    loads its first model."""
     if fused.numba is None or os.environ.get(fused.ENV) == "0":
         return False
     if "ok" not in fused._STATE:

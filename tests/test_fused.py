@@ -280,14 +280,13 @@ def test_the_whole_model_gives_the_same_logits_and_probabilities(kind, tiny_mode
         assert same(pr, po), f"probabilities differ at step {t}"
 
 
-def test_compressed_files_are_the_same_bytes(tiny_model, monkeypatch):
+def test_compressed_files_are_the_same_bytes(tiny_model):
     data = b"Alice was beginning to get very tired of sitting by her sister on the bank. " * 20
     kw = {"model": tiny_model, "window": 16, "sinks": 2, "threads": 1, "streams": 3,
           "prime": 8}
     ours = llmzip.compress(data, **kw)
     assert fused.available()
-    monkeypatch.setenv(fused.ENV, "0")
-    assert llmzip.compress(data, **kw) == ours
-    assert llmzip.decompress(ours, model=tiny_model) == data
-    monkeypatch.delenv(fused.ENV)
+    with fused.disabled():
+        assert llmzip.compress(data, **kw) == ours
+        assert llmzip.decompress(ours, model=tiny_model) == data
     assert llmzip.decompress(ours, model=tiny_model) == data
