@@ -36,6 +36,7 @@ from llmzip import exactmath as xm
 from llmzip import fused
 from llmzip.kernels import Products, sqrt
 from llmzip.llama import LlamaConfig, cache_shape, grown, ring_step
+from llmzip.pairdot import padded_window, unpair_keys, unpair_values
 
 F32, F64 = torch.float32, torch.float64
 QMAX = 32639  # |q| of a 16-bit activation: 256 * hi + lo, hi in [-127, 127], lo in [-128, 127]
@@ -301,40 +302,6 @@ def quantize_model(config: LlamaConfig, get: Callable[[str], torch.Tensor],
 
 
 _CACHED = ("kp", "vp", "k_scale", "v_scale", "sink_keys")
-PAIRS = 16  # the cache's window is padded to a multiple of this (pairdot.madd4's lanes)
-
-
-def padded_window(w: int) -> int:
-    """The cache's window: w rounded up to a multiple of PAIRS."""
-    return -(-w // PAIRS) * PAIRS
-
-
-def pair_keys(keys_t: torch.Tensor) -> torch.Tensor:
-    """Keys transposed [.., D, n] -> the cache's layout [.., D/2, W, 2] (W = padded_window(n),
-    zeros beyond n): each slot's dimensions 2i and 2i + 1 side by side."""
-    *lead, D, n = keys_t.shape
-    out = keys_t.new_zeros((*lead, D // 2, padded_window(n), 2))
-    out[..., :n, :] = keys_t.unflatten(-2, (-1, 2)).transpose(-1, -2)
-    return out
-
-
-def pair_values(values: torch.Tensor) -> torch.Tensor:
-    """Values [.., n, D] -> the cache's layout [.., W/2, D, 2]: slots 2j and 2j + 1 side by
-    side (zeros beyond n)."""
-    *lead, n, D = values.shape
-    full = values.new_zeros((*lead, padded_window(n), D))
-    full[..., :n, :] = values
-    return full.unflatten(-2, (-1, 2)).transpose(-1, -2).contiguous()
-
-
-def unpair_keys(kp: torch.Tensor) -> torch.Tensor:
-    """The cache's keys [.., D/2, W, 2] -> transposed [.., D, W] (a copy)."""
-    return kp.transpose(-1, -2).flatten(-3, -2)
-
-
-def unpair_values(vp: torch.Tensor) -> torch.Tensor:
-    """The cache's values [.., W/2, D, 2] -> [.., W, D] (a copy)."""
-    return vp.transpose(-1, -2).flatten(-3, -2)
 
 
 class KVCache:

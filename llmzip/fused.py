@@ -30,6 +30,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from llmzip.pairdot import padded_window, pair_keys, pair_values
+
 ENV = "LLMZIP_FUSED"  # "0": always the torch reference
 
 if "NUMBA_CACHE_DIR" not in os.environ:
@@ -638,9 +640,7 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
 def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,
            k_scale: torch.Tensor, values: torch.Tensor, v_scale: torch.Tensor) -> torch.Tensor:
     """Engine.attend (the same arguments; keys and values int8-valued, any dtype), through the
-    kernel attention_layer uses, with the cache's layouts (engine.pair_keys, pair_values)."""
-    from llmzip.engine import pair_keys, pair_values
-
+    kernel attention_layer uses, with the cache's layouts (pairdot.pair_keys, pair_values)."""
     b, G, R2, D = pieces.shape
     R, n = R2 // 2, keys_t.shape[-1]
     q = torch.add(pieces[:, :, R:], pieces[:, :, :R], alpha=256.0).to(torch.int32)  # exact
@@ -654,9 +654,7 @@ def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Te
 
 
 def _padded(scale: torch.Tensor) -> np.ndarray:
-    """Scales [.., n] -> [.., W] (pair_keys' W), padded with ones."""
-    from llmzip.engine import padded_window
-
+    """Scales [.., n] -> [.., W] (pairdot.pair_keys' W), padded with ones."""
     n = scale.shape[-1]
     out = np.ones((*scale.shape[:-1], padded_window(n)), np.float32)
     out[..., :n] = scale.numpy()

@@ -12,6 +12,10 @@ product and pair sum is an exact int32 (|k| <= 128, |q| <= 2**15), so each of th
 below gives the same integers, and the kernels built on it give the same bits on every
 machine, as long as the callers' sums stay below 2**31 (theirs do: see fused.py).
 
+The KV cache keeps its keys and values in the layouts these products read (:func:`pair_keys`,
+:func:`pair_values`; the engine's torch reference reads them back through :func:`unpair_keys`
+and :func:`unpair_values`).
+
 The path is chosen when numba compiles for its target (numba's cache is keyed by the target's
 CPU name and features, so a cached kernel is never used on another kind of CPU):
 
@@ -24,6 +28,7 @@ CPU name and features, so a cached kernel is never used on another kind of CPU):
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 try:
     from llvmlite import ir
@@ -115,6 +120,42 @@ else:
             return context.get_dummy_value()
 
         return sig, codegen
+
+
+PAIRS = 16  # the cache's window is padded to a multiple of this (pairdot.madd4's lanes)
+
+
+def padded_window(w: int) -> int:
+    """The cache's window: w rounded up to a multiple of PAIRS."""
+    return -(-w // PAIRS) * PAIRS
+
+
+def pair_keys(keys_t: torch.Tensor) -> torch.Tensor:
+    """Keys transposed [.., D, n] -> the cache's layout [.., D/2, W, 2] (W = padded_window(n),
+    zeros beyond n): each slot's dimensions 2i and 2i + 1 side by side."""
+    *lead, D, n = keys_t.shape
+    out = keys_t.new_zeros((*lead, D // 2, padded_window(n), 2))
+    out[..., :n, :] = keys_t.unflatten(-2, (-1, 2)).transpose(-1, -2)
+    return out
+
+
+def pair_values(values: torch.Tensor) -> torch.Tensor:
+    """Values [.., n, D] -> the cache's layout [.., W/2, D, 2]: slots 2j and 2j + 1 side by
+    side (zeros beyond n)."""
+    *lead, n, D = values.shape
+    full = values.new_zeros((*lead, padded_window(n), D))
+    full[..., :n, :] = values
+    return full.unflatten(-2, (-1, 2)).transpose(-1, -2).contiguous()
+
+
+def unpair_keys(kp: torch.Tensor) -> torch.Tensor:
+    """The cache's keys [.., D/2, W, 2] -> transposed [.., D, W] (a copy)."""
+    return kp.transpose(-1, -2).flatten(-3, -2)
+
+
+def unpair_values(vp: torch.Tensor) -> torch.Tensor:
+    """The cache's values [.., W/2, D, 2] -> [.., W, D] (a copy)."""
+    return vp.transpose(-1, -2).flatten(-3, -2)
 
 
 def pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

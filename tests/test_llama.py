@@ -8,8 +8,9 @@ import torch
 
 from llmzip import kernels
 from llmzip import model as models
-from llmzip.engine import Engine, quantize_model, unpair_keys
+from llmzip.engine import Engine, quantize_model
 from llmzip.llama import Llama, LlamaConfig, longest_window
+from llmzip.pairdot import unpair_keys
 from tests.helpers import build_model_dir
 
 
