@@ -2,13 +2,14 @@
 compress and decompress time, speed ratio and peak memory, every round trip checked.
 
     python benchmarks/vs_baseline.py ../shared/data/alice29.txt [--bytes N] [--base 87322f5]
-        [--isa avx2] [--threads N] [-- extra compress flags for this checkout]
+        [--isa avx2] [--threads N] [--repeat R] [-- extra compress flags for this checkout]
 
 Each side first compresses 2,000 bytes untimed (a warm start: numba compiles its kernels once
 per CPU kind and caches them), then runs `python -m llmzip compress -c` then `decompress -c`
 in a fresh process (the baseline from a git worktree of --base, on PYTHONPATH; both with this
 venv's packages and the model cache in ~/.cache/llmzip), the base first, then this checkout:
-run it on a quiet machine.
+run it on a quiet machine. ``--repeat R`` makes R such rounds and prints each round's ratios
+and their median (the host's speed drifts within a run: one round is one sample).
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
 ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell with Haswell's features: on such a host the
 baseline's `auto` dtype is "mixed" and the int8 kernel fails its start-up probe here).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +78,8 @@ def main() -> None:
     ap.add_argument("--base", default="87322f5", help="baseline commit [87322f5]")
     ap.add_argument("--isa", choices=list(ISAS), default="host")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of base then head; the ratios of each round and their median")
     ap.add_argument("extra", nargs="*", help="compress flags for this checkout only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmzip-vs-"))
@@ -86,31 +90,42 @@ def main() -> None:
     sides = {"base": (baseline_tree(args.base), threads),
              "head": (ROOT, threads + args.extra)}
     env = ISAS[args.isa]
-    rows = {}
     warm = work / "warm"
     warm.write_bytes(data[:2000])
-    for name, (src, flags) in sides.items():
-        packed, back = work / f"{name}.llmz", work / f"{name}.out"
+    for src, flags in sides.values():
         # A first short run, not timed: compiles and caches what a first run on a new host
         # kind would (numba's kernels for that CPU), so both sides are timed warm.
         run(src, ["compress", *flags], warm, work / "warm.llmz", env)
-        tc, mc = run(src, ["compress", *flags], sample, packed, env)
-        td, md = run(src, ["decompress", *threads], packed, back, env)
-        ok = back.read_bytes() == data
-        rows[name] = (packed.stat().st_size, tc, td, max(mc, md), ok)
+    rounds = []
+    for _ in range(args.repeat):
+        rows = {}
+        for name, (src, flags) in sides.items():
+            packed, back = work / f"{name}.llmz", work / f"{name}.out"
+            tc, mc = run(src, ["compress", *flags], sample, packed, env)
+            td, md = run(src, ["decompress", *threads], packed, back, env)
+            ok = back.read_bytes() == data
+            rows[name] = (packed.stat().st_size, tc, td, max(mc, md), ok)
+        rounds.append(rows)
     kb = len(data) / 1024
     print(f"host: {cpu_flags()}; isa: {args.isa}; file: {args.file} "
           f"({len(data)} bytes); base {args.base}, head {' '.join(args.extra) or 'defaults'}")
-    print("| side | bytes | bits/byte | compress | decompress | peak RSS | round trip |")
-    print("| --- | ---: | ---: | --- | --- | ---: | --- |")
-    for name, (size, tc, td, peak, ok) in rows.items():
-        print(f"| {name} | {size:,} | {8 * size / len(data):.4f} | {tc:.1f} s "
-              f"({kb / tc:.2f} KB/s) | {td:.1f} s ({kb / td:.2f} KB/s) | {peak:,.0f} MB | "
-              f"{'ok' if ok else 'FAILED'} |")
-    (bs, btc, btd, _, _), (hs, htc, htd, _, _) = rows["base"], rows["head"]
-    print(f"head vs base: size {hs / bs - 1:+.2%}, compress {btc / htc:.2f}x faster, "
-          f"decompress {btd / htd:.2f}x faster")
-    if not all(r[4] for r in rows.values()):
+    print("| round | side | bytes | bits/byte | compress | decompress | peak RSS | round trip |")
+    print("| ---: | --- | ---: | ---: | --- | --- | ---: | --- |")
+    ratios = []
+    for r, rows in enumerate(rounds, 1):
+        for name, (size, tc, td, peak, ok) in rows.items():
+            print(f"| {r} | {name} | {size:,} | {8 * size / len(data):.4f} | {tc:.1f} s "
+                  f"({kb / tc:.2f} KB/s) | {td:.1f} s ({kb / td:.2f} KB/s) | {peak:,.0f} MB | "
+                  f"{'ok' if ok else 'FAILED'} |")
+        (bs, btc, btd, _, _), (hs, htc, htd, _, _) = rows["base"], rows["head"]
+        ratios.append((btc / htc, btd / htd))
+        print(f"round {r}: head vs base: size {hs / bs - 1:+.2%}, compress {btc / htc:.2f}x "
+              f"faster, decompress {btd / htd:.2f}x faster")
+    if len(rounds) > 1:
+        print(f"median over {len(rounds)} rounds: compress "
+              f"{statistics.median(c for c, _ in ratios):.2f}x, decompress "
+              f"{statistics.median(d for _, d in ratios):.2f}x faster")
+    if not all(r[4] for rows in rounds for r in rows.values()):
         raise SystemExit(1)
 
 
