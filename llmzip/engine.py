@@ -229,8 +229,9 @@ class Engine:
         pieces = torch.empty((2, b, G, R, D), dtype=F32, device=qkv.device)
         q_scale = _pieces(qk[:, :H].reshape(b, G, R, D), pieces)  # [B, G, R, 1]
         pieces = pieces.permute(1, 2, 0, 3, 4).reshape(b, G, 2 * R, D)
-        out = self.attend(pieces, q_scale, unpair_keys(cache.kp[i])[..., :n],
-                          cache.k_scale[i, :, :, :n], unpair_values(cache.vp[i])[..., :n, :],
+        keys_t = unpair_keys(cache.kp[i, :, :, :, :n])  # (copies of the n valid slots only)
+        values = unpair_values(cache.vp[i, :, :, : (n + 1) // 2])[:, :, :n]
+        out = self.attend(pieces, q_scale, keys_t, cache.k_scale[i, :, :, :n], values,
                           cache.v_scale[i, :, :, :n])
         return out.view(b, H * D)
 
