@@ -27,6 +27,7 @@ from llmzip import parallel
 from llmzip.coder import Decoder, Encoder
 from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
 from llmzip.kernels import configure
+from llmzip.keyscale import exponents
 from llmzip.layout import Layout
 from llmzip.llama import longest_window
 from llmzip.model import LoadedModel, load
@@ -90,17 +91,20 @@ def _read_chunks(src: BinaryIO, size: int) -> Iterator[bytes]:
 
 class FrameEncoder:
     """Codes frames with one model. Called with a frame's bytes (as a worker is, parallel.py):
-    returns (frame, tokens coded by the model, the header's model section)."""
+    returns (frame, tokens coded by the model, the header's model section). ``size`` and
+    ``frames`` (the whole input's) choose the settings left automatic (Settings.sized)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, size: int | None = None,
+                 frames: int | None = None) -> None:
         configure(settings.device, settings.threads)
         self.model = load(settings.model, settings.device)
         longest = longest_window(self.model.llama.config)
+        settings = self.settings = settings.sized(size, frames, longest)
         if longest is not None and settings.window > longest:
             raise ModelError(f"a {settings.window}-token window is too long for this model: it "
                              f"takes at most {longest} (use --context {longest})")
-        self.section = to_section(settings, self.model.fingerprint)
+        engine = fmt.ENGINE_KEYS if exponents(self.model) is not None else fmt.ENGINE_EXACT
+        self.section = to_section(settings, self.model.fingerprint, engine)
         self.coding = from_section(self.section)  # exactly what the decoder will read
 
     def __call__(self, data: bytes) -> tuple[fmt.Frame, int, fmt.ModelSection]:
@@ -159,12 +163,14 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
             yield chunk
 
     inputs = read()
-    pool = parallel.workers_for(FrameEncoder, lambda threads: (replace(settings, threads=threads),),
+    size, frames = (len(first), 1) if second is None else (None, None)
+    pool = parallel.workers_for(FrameEncoder,
+                                lambda threads: (replace(settings, threads=threads), size, frames),
                                 settings.workers, settings.threads, settings.cluster,
                                 settings.device)
     try:
         if pool is None:
-            encoder = FrameEncoder(settings)
+            encoder = FrameEncoder(settings, size, frames)
             results = (encoder.encode(chunk, progress) for chunk in inputs)
         else:
             results = pool.map(inputs)

@@ -62,9 +62,10 @@ FLAG_PORTABLE = 2  # formats 1-2 only
 KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
 KIND_END1 = 5
 ENGINE_EXACT = 1  # engine.py: format 3's exact integer engine
+ENGINE_KEYS = 2  # the same, with the model's key exponents (keyscale.py)
 ENGINE_LEGACY = 0x80  # legacy.py: how --portable files of formats 1-2 were computed
 ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible here
-ENGINES = (ENGINE_EXACT,)  # what a format-3 header may name
+ENGINES = (ENGINE_EXACT, ENGINE_KEYS)  # what a format-3 header may name
 _OLD_DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")
 
 

@@ -56,6 +56,11 @@ def _scale_of(x: torch.Tensor, top: float) -> torch.Tensor:
     return x.abs().amax(dim=-1, keepdim=True).clamp_(min=TINY) / top
 
 
+def _power_of_two(e: torch.Tensor) -> torch.Tensor:
+    """2.0**e float32 for int32 e in [-126, 127], built from its bits (no libm)."""
+    return ((e + 127) << 23).view(F32)
+
+
 def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [N, K] -> (int8 [N, K], float32 scale [N]): ``w ~= q * scale`` per row, |q| <= 127.
     Used once, when a model is converted; the result is part of the model's fingerprint."""
@@ -171,8 +176,9 @@ class Engine:
 
     # ---------------------------------------------------------------- attention
 
-    def new_cache(self, config: LlamaConfig, batch: int, window: int, sinks: int) -> KVCache:
-        return KVCache(config, batch, window, sinks, self.device)
+    def new_cache(self, config: LlamaConfig, batch: int, window: int, sinks: int,
+                  key_exponents: torch.Tensor | None = None) -> KVCache:
+        return KVCache(config, batch, window, sinks, self.device, key_exponents)
 
     def _rotary(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and the signed sin [len(positions), D] float32 (decimal arithmetic, rounded
@@ -198,6 +204,8 @@ class Engine:
         if move and cache.sinks:  # (without sinks there is nothing to rotate)
             cos, sin = self._rotary(list(range(cache.offset, cache.offset + cache.sinks)))
             keys = self.rotate(cache.sink_keys, cos, sin)  # [L, B, G, S, D]
+            if cache.key_div is not None:
+                keys.mul_(cache.key_div[:, None, :, None, :])  # exact: powers of two
             scale = _scale_of(keys, KV_MAX)
             q = torch.div(keys, scale).round_()  # [L, B, G, S, D]
             cache.kp[..., : cache.sinks, :] = q.unflatten(-1, (-1, 2)).transpose(-2, -3)
@@ -219,6 +227,9 @@ class Engine:
         if slot < cache.sinks:
             cache.sink_keys[i, :, :, slot] = qk[:, H:]
         qk = self.rotate(qk, cos, sin)
+        if cache.key_div is not None:  # q k = (q 2**e) (k 2**-e), exactly (keyscale.py)
+            qk[:, H:].mul_(cache.key_div[i])
+            qk[:, :H].mul_(cache.key_mul[i].repeat_interleave(R, dim=0))
         k = qk[:, H:]
         scale = _scale_of(k, KV_MAX)
         cache.kp[i, :, :, :, slot] = torch.div(k, scale).round_().unflatten(-1, (-1, 2))
@@ -317,8 +328,15 @@ class KVCache:
     """
 
     def __init__(self, config: LlamaConfig, batch: int, window: int, sinks: int,
-                 device: torch.device) -> None:
+                 device: torch.device, key_exponents: torch.Tensor | None = None) -> None:
+        """``key_exponents`` [L, G, D] (keyscale.py; None: none, as in engine 1's files):
+        the rotated keys are scaled by 2**-e and the queries by 2**e before they are
+        quantised."""
         shape = cache_shape(config, batch, window, sinks, MAX_WINDOW)
+        self.key_mul = self.key_div = None
+        if key_exponents is not None:
+            e = key_exponents.to(device=device, dtype=torch.int32)
+            self.key_mul, self.key_div = _power_of_two(e), _power_of_two(-e)
         # Pairs (pair_keys, pair_values): the score product runs along the window, two key
         # dimensions at a time, the value product along the dimensions, two slots at a time.
         L, B, G, W, D = shape

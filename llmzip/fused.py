@@ -267,21 +267,30 @@ def _pair(lo, hi):
 
 @njit(**_JIT)
 def _attention_input(x, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_scale, slot, qp,
-                     q_scale, rot, tmp, scratch):
+                     q_scale, rot, tmp, scratch, key_mul, key_div, scaled):
     """Engine.attention before the scores, for one stream: x [(H + 2G) D] -> the unrotated
     keys to sink [G, S, D][.., slot] (if write_sink), the rotated keys quantised to kp
     [G, D/2, W, 2][.., slot, :] (int8) with k_scale [G, W][.., slot], the values to vp
     [G, W/2, D, 2][.., slot // 2, :, slot % 2] (int8) and v_scale, the rotated queries'
     16-bit integers (256 hi + lo of engine._pieces) as pairs qp [H, D/2] (_pair) and their
-    scales q_scale [H]."""
+    scales q_scale [H]. With ``scaled``, the rotated queries of group g are multiplied by
+    key_mul [G, D] and its keys by key_div (powers of two: exact)."""
     D = cos.shape[0]
     half = D // 2
+    R = H // G
     for h in range(H + G):
         o = h * D
         for d in range(half):  # x * cos + roll(x, D/2) * sin
             rot[d] = x[o + d] * cos[d] + x[o + d + half] * sin[d]
         for d in range(half, D):
             rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
+        if scaled:
+            if h < H:
+                for d in range(D):
+                    rot[d] *= key_mul[h // R, d]
+            else:
+                for d in range(D):
+                    rot[d] *= key_div[h - H, d]
         if h < H:
             s = _absmax(rot, scratch) / QMAX
             for d in range(half):
@@ -406,11 +415,12 @@ def _attend_buffers(R, D, W):
 
 @njit(**_PAR)
 def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_scale, slot, n,
-                    step, table, out, chunks):
+                    step, table, out, chunks, key_mul, key_div, scaled):
     """Engine.attention of one layer: qkv [B, (H + 2G) D] float32 -> this step's keys and
     values into the cache (sink [B, G, S, D], kp [B, G, D/2, W, 2] and vp [B, G, W/2, D, 2]
     int8, k_scale and v_scale [B, G, W]) and the attention over slots [0, n) to
-    out [B, H D] float32. One stream at a time, each by one thread."""
+    out [B, H D] float32 (key_mul, key_div, scaled: _attention_input). One stream at a time,
+    each by one thread."""
     B = qkv.shape[0]
     D = cos.shape[0]
     W = kp.shape[-2]
@@ -424,7 +434,8 @@ def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sc
         start, stop = _part(c, chunks, B)
         for b in range(start, stop):
             _attention_input(qkv[b], cos, sin, H, G, sink[b], write_sink, kp[b], k_scale[b],
-                             vp[b], v_scale[b], slot, qp, q_scale, rot, tmp, scratch)
+                             vp[b], v_scale[b], slot, qp, q_scale, rot, tmp, scratch,
+                             key_mul, key_div, scaled)
             ob = out[b].reshape((H, D))
             for g in range(G):
                 _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kp[b, g],
@@ -623,6 +634,9 @@ def silu_(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(y)
 
 
+_NO_KEY_SCALE = np.ones((1, 1), np.float32)  # never read (scaled is False)
+
+
 def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Tensor:
     """Engine.attention: layer i's keys and values into the cache, and the attention output
     [B, H D] of qkv [B, (H + 2G) D]."""
@@ -630,10 +644,14 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
     c = engine.config
     b, H, G, D = qkv.shape[0], c.num_heads, c.num_kv_heads, c.head_dim
     out = np.empty((b, H * D), np.float32)
+    scaled = cache.key_mul is not None
+    key_mul, key_div = (cache.key_mul[i].numpy(), cache.key_div[i].numpy()) if scaled else (
+        _NO_KEY_SCALE, _NO_KEY_SCALE)
     attention_layer(qkv.numpy(), cos.numpy(), sin.numpy(), H, G, cache.sink_keys.numpy()[i],
                     slot < cache.sinks, cache.kp.numpy()[i], cache.k_scale.numpy()[i],
                     cache.vp.numpy()[i], cache.v_scale.numpy()[i], slot, n,
-                    F32(engine.score_step), _view(engine.table), out, _chunks(b))
+                    F32(engine.score_step), _view(engine.table), out, _chunks(b), key_mul,
+                    key_div, scaled)
     return torch.from_numpy(out)
 
 

@@ -10,6 +10,8 @@ from llmzip.settings import MixConfig
 
 _ENGINES = {
     fmt.ENGINE_EXACT: "exact integer engine: decodes on any CPU or GPU, any thread count",
+    fmt.ENGINE_KEYS: "exact integer engine with key exponents: decodes on any CPU or GPU, any "
+                     "thread count",
     fmt.ENGINE_LEGACY: "portable (llmzip 0.1's exact arithmetic): decodes on any CPU or GPU",
     fmt.ENGINE_MACHINE_BOUND: "machine-bound (llmzip 0.1's fast mode): this version cannot "
                               "decode it",

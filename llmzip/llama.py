@@ -109,8 +109,12 @@ class Llama:
         self.engine = engine
         self.embed, self.layers, self.head = engine.build(config, tensors)
 
-    def new_cache(self, batch: int, window: int, sinks: int = 4):
-        return self.engine.new_cache(self.config, batch, window, sinks)
+    def new_cache(self, batch: int, window: int, sinks: int = 4,
+                  key_exponents: torch.Tensor | None = None):
+        """A KV cache; ``key_exponents`` (keyscale.py) only for the engines that take them."""
+        if key_exponents is None:
+            return self.engine.new_cache(self.config, batch, window, sinks)
+        return self.engine.new_cache(self.config, batch, window, sinks, key_exponents)
 
     @torch.inference_mode()
     def step(self, cache, tokens: torch.Tensor) -> torch.Tensor:

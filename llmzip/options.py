@@ -34,10 +34,14 @@ device_options = [
 _SETTINGS_OPTIONS = [
     model_option,
     click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
-                 help="Streams coded in lockstep per frame [default: auto, by input size]."),
+                 help="Streams coded in lockstep per frame [default: by input size: 1 for "
+                 f"one frame of at most {st.SMALL_INPUT // 1024} KiB, else a stream per 1024 "
+                 "tokens, at most 64]."),
     click.option("--context", "window", type=click.IntRange(8, st.MAX_WINDOW),
                  help=f"Context window (tokens), at most half the model's trained positions "
-                 f"[default: {st.DEFAULT_WINDOW}; {st.BEST_WINDOW} with --best]."),
+                 f"[default: by input size: {st.BEST_WINDOW} for one frame of at most "
+                 f"{st.SMALL_INPUT // 1024} KiB, else {st.DEFAULT_WINDOW}; {st.BEST_WINDOW} "
+                 "with --best]."),
     click.option("--best", is_flag=True,
                  help=f"Best ratio, slowest: one stream per frame and a {st.BEST_WINDOW}-token "
                  f"window (--streams 1 --context {st.BEST_WINDOW}; either flag given "
@@ -79,9 +83,10 @@ def settings_from(model: str | None, streams: int | None, window: int | None, be
                   workers: int | None, cluster: str | None, frame_size: int, no_ngram: bool,
                   no_match: bool, no_bias: bool, no_recall: bool) -> st.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError.
-    ``--best`` only changes the defaults of --streams and --context."""
-    if window is None:
-        window = st.BEST_WINDOW if best else st.DEFAULT_WINDOW
+    ``--best`` only changes the defaults of --streams and --context; left unset, they are
+    chosen by input size (Settings.sized)."""
+    if window is None and best:
+        window = st.BEST_WINDOW
     if streams is None and best:
         streams = 1
     mix = st.MixConfig()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from llmzip import container as fmt
+from llmzip.keyscale import exponents
 from llmzip.layout import Layout
 from llmzip.mixer import Mixer
 from llmzip.model import LoadedModel
@@ -32,7 +34,8 @@ class Predictor:
         self.layout = layout
         self.t = 0
         n0 = layout.active(0)
-        self.cache = model.llama.new_cache(n0, coding.window, coding.sinks)
+        keys = exponents(model) if coding.engine == fmt.ENGINE_KEYS else None
+        self.cache = model.llama.new_cache(n0, coding.window, coding.sinks, keys)
         self.mixer = Mixer(model.vocab_size, layout.lengths, coding.mix, layout.starts,
                            legacy=model.legacy)
         self.inputs = torch.full((n0,), model.start_token, dtype=torch.int64)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmzip import container as fmt
 from llmzip.errors import FormatError
 
 DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
 BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
+SMALL_INPUT = 16 << 10  # bytes: an input of one frame this small is coded as --best codes it
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
 DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
 DEFAULT_PRIME = 128  # steps stream 0 runs alone to give the other streams a context
@@ -27,6 +28,9 @@ MAX_WINDOW = 1 << 13  # the engine's exact value product holds up to this window
 # mixture of llmzip 0.1's machine-bound mode) is refused.
 _MIX_V1 = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
 _MIX_V2 = _MIX_V1 + "BBe"
+# Version 3 is the single byte 3: the settings of PRESET_3 (today's defaults, frozen here:
+# changing a default later does not change what this byte means).
+_PRESET_3 = b"\x03"
 _GEOMETRIC = 16
 
 
@@ -106,6 +110,8 @@ class MixConfig:
         return ", ".join(parts)
 
     def to_bytes(self) -> bytes:
+        if self == PRESET_3:
+            return _PRESET_3
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
                  | self.bias_sum << 5 | self.bias_adaptive << 6)
         v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
@@ -117,6 +123,8 @@ class MixConfig:
     def from_bytes(cls, data: bytes) -> MixConfig:
         """Inverse of to_bytes; UnknownSettings for what a newer llmzip may have written,
         ValueError on anything else malformed."""
+        if data == _PRESET_3:
+            return PRESET_3
         version = data[0] if data else None
         layout = {1: _MIX_V1, 2: _MIX_V2}.get(version)
         if layout is None and version is not None:
@@ -138,13 +146,16 @@ class MixConfig:
                    bool(flags & 64), bool(flags2 & 1), recall_bits, float(theta))
 
 
+PRESET_3 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Compression settings. Those the decoder must reproduce go into the header."""
 
     model: str | None = None  # name or path; None: $LLMZIP_MODEL or the installed default
-    streams: int | None = None  # None: automatic (layout.py)
-    window: int = DEFAULT_WINDOW
+    streams: int | None = None  # None: by input size (:meth:`sized`), then layout.py
+    window: int | None = None  # None: by input size (:meth:`sized`)
     sinks: int = DEFAULT_SINKS
     prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
     device: str = "cpu"  # where this run computes; the output is the same everywhere
@@ -157,7 +168,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.streams is not None and not 1 <= self.streams <= fmt.MAX_STREAMS:
             raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
-        if not 0 <= self.sinks < self.window <= MAX_WINDOW or self.window < 8:
+        window = self.window or DEFAULT_WINDOW
+        if not 0 <= self.sinks < window <= MAX_WINDOW or window < 8:
             raise ValueError(f"window must be in 8..{MAX_WINDOW} and larger than sinks")
         if not 0 <= self.prime <= fmt.MAX_WINDOW:
             raise ValueError(f"prime must be in 0..{fmt.MAX_WINDOW}")
@@ -171,11 +183,35 @@ class Settings:
             raise ValueError("workers must be in 1..1024")
 
 
+    def sized(self, size: int | None, frames: int | None, longest: int | None = None
+              ) -> Settings:
+        """These settings for an input of ``size`` bytes in ``frames`` frames (None: unknown,
+        taken as large): the window and
+        stream count left unset (None) are chosen by the input's size, one table
+        (README "Settings by input size"):
+
+        ==========================  =======  ===================================
+        input                       window   streams per frame
+        ==========================  =======  ===================================
+        one frame of <= 16 KiB      4096     1 (the whole text in one context)
+        anything larger             512      tokens / 1024, at most 64 (layout)
+        ==========================  =======  ===================================
+
+        The result has a window (an automatic one at most ``longest``, the model's
+        llama.longest_window); its stream count stays None where layout.py picks it per
+        frame. Either setting given explicitly is kept."""
+        small = frames == 1 and size is not None and size <= SMALL_INPUT
+        window = self.window or min(BEST_WINDOW if small else DEFAULT_WINDOW, longest or MAX_WINDOW)
+        streams = self.streams or (1 if small else None)
+        return replace(self, window=window, streams=streams)
+
+
 @dataclass(frozen=True)
 class Coding:
     """What a decoder must reproduce, read back from a header: the engine, the window, the
-    priming and the mixer. ``engine`` is :data:`container.ENGINE_EXACT` (format 3) or
-    :data:`container.ENGINE_LEGACY` (``--portable`` files of formats 1 and 2)."""
+    priming and the mixer. ``engine`` is :data:`container.ENGINE_EXACT` or
+    :data:`container.ENGINE_KEYS` (format 3) or :data:`container.ENGINE_LEGACY`
+    (``--portable`` files of formats 1 and 2)."""
 
     fingerprint: bytes
     engine: int
@@ -185,9 +221,11 @@ class Coding:
     mix: MixConfig
 
 
-def to_section(settings: Settings, fingerprint: bytes) -> fmt.ModelSection:
+def to_section(settings: Settings, fingerprint: bytes, engine: int = fmt.ENGINE_EXACT
+               ) -> fmt.ModelSection:
     """The header's model section of a compression with these settings."""
-    return fmt.ModelSection(fingerprint, fmt.ENGINE_EXACT, settings.window, settings.sinks,
+    return fmt.ModelSection(fingerprint, engine, settings.window or DEFAULT_WINDOW,
+                            settings.sinks,
                             settings.prime, settings.mix.to_bytes())
 
 

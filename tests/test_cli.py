@@ -129,7 +129,7 @@ def test_best_sets_one_stream_and_the_full_window_unless_told_otherwise():
     from llmzip import settings
 
     plain = _settings()
-    assert (plain.streams, plain.window) == (None, settings.DEFAULT_WINDOW)
+    assert (plain.streams, plain.window) == (None, None)  # by input size (Settings.sized)
     best = _settings("--best")
     assert (best.streams, best.window) == (1, settings.BEST_WINDOW)
     assert (_settings("--best", "--context", "64").window, _settings("--best", "--streams", "3")

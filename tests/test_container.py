@@ -110,7 +110,7 @@ def test_mixer_settings_from_a_newer_llmzip(tiny_model, sample, byte, value, mes
     """A header with intact CRC but settings this llmzip does not know."""
     _, blob = sample
     header = fmt.Header.read(io.BytesIO(blob))
-    mix = bytearray(header.model.mix)
+    mix = bytearray(MixConfig(bias_lr=1.0).to_bytes())  # the long form (not the preset byte)
     mix[byte] = value | (mix[byte] if byte == 1 else 0)
     forged = fmt.Header(header.frame_size, fmt.ModelSection(
         header.model.fingerprint, header.model.engine, header.model.window,

@@ -175,17 +175,22 @@ def test_pairdot_gives_the_exact_sums_on_every_target(target, seed, tmp_path):
 @settings(max_examples=12, deadline=None)
 @given(heads=st.sampled_from([(4, 2, 16), (6, 3, 8), (3, 1, 128), (2, 2, 48)]),
        b=st.integers(1, 4), window=st.integers(4, 12) | st.integers(30, 40),
-       sinks=st.integers(0, 3),
+       sinks=st.integers(0, 3), keys=st.booleans(),
        seed=st.integers(0, 2**16))
-def test_attention_and_the_cache(heads, b, window, sinks, seed):
+def test_attention_and_the_cache(heads, b, window, sinks, keys, seed):
     """Engine.attention over a sliding window (ring wrap-around and the sinks moving up), on
-    head sizes whose score step 256 / sqrt(D) is not a power of two (48, 128) and is."""
+    head sizes whose score step 256 / sqrt(D) is not a power of two (48, 128) and is, with
+    and without key exponents (keyscale.py)."""
     H, G, D = heads
     sinks = min(sinks, window - 1)
     config = LlamaConfig(8, H * D, 8, 2, H, G, D, 10000.0, 1e-5, True)
     engine = E.Engine(config)
-    ref_cache = engine.new_cache(config, b, window, sinks)
-    cache = engine.new_cache(config, b, window, sinks)
+    e = None
+    if keys:
+        e = torch.from_numpy(np.random.default_rng(seed).integers(0, 13, (2, G, D // 2)))
+        e = torch.cat([e, e], -1).to(torch.int32)
+    ref_cache = engine.new_cache(config, b, window, sinks, e)
+    cache = engine.new_cache(config, b, window, sinks, e)
     for t in range(2 * window + 3):
         qkv = rows(b, (H + 2 * G) * D, seed + t, huge=1e4) * (0.05 if t % 3 else 20)
         with fused.disabled():

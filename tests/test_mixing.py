@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmzip.mixer import Mixer
-from llmzip.settings import MixConfig
+from llmzip.settings import PRESET_3, MixConfig
 
 V = 300
 RECALL_ONLY = MixConfig(ngram=False, match=False, bias=False)
@@ -132,7 +132,8 @@ def test_config_bytes_roundtrip(ngram, match, bias, shared, order, match_min, bi
                        bias_lr, mix_lr, bias_sum, bias_adaptive, recall,
                        recall_bits if recall else 16, theta if recall else 48.0)
     data = config.to_bytes()
-    assert len(data) == (13 if recall else 9)  # without recall: version 1, as before
+    # without recall: version 1, as before; the defaults: the one byte of version 3
+    assert len(data) == (1 if config == PRESET_3 else 13 if recall else 9)
     assert MixConfig.from_bytes(data) == config
 
 
@@ -142,7 +143,15 @@ def test_default_config_roundtrip():
 
 
 V1 = MixConfig(recall=False).to_bytes()
-V2 = MixConfig().to_bytes()
+V2 = MixConfig(bias_lr=1.0).to_bytes()
+
+
+def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
+    """Version 3: the byte 3 means PRESET_3 forever (a default may change, the byte may not)."""
+    assert MixConfig().to_bytes() == b"\x03" and MixConfig.from_bytes(b"\x03") == PRESET_3
+    assert MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True,
+                                 16, 48.0) == PRESET_3
+    assert len(V2) == 13 and MixConfig.from_bytes(V2) == MixConfig(bias_lr=1.0)
 
 
 @pytest.mark.parametrize("data", [

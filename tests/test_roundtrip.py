@@ -88,3 +88,32 @@ def test_coder_reads_strided_probabilities_correctly():
     assert 8 * len(blob) < ideal + 64
     dec = Decoder(blob)
     assert all((dec.decode(np.asfortranarray(probs[t])) == symbols[t]).all() for t in range(40))
+
+
+def test_settings_by_input_size_table():
+    from llmzip.settings import BEST_WINDOW, DEFAULT_WINDOW, SMALL_INPUT, Settings
+
+    auto = Settings()
+    assert (auto.sized(SMALL_INPUT, 1).window, auto.sized(SMALL_INPUT, 1).streams) == (
+        BEST_WINDOW, 1)
+    for size, frames in ((SMALL_INPUT + 1, 1), (100, 2), (None, None), (100, None)):
+        big = auto.sized(size, frames)
+        assert (big.window, big.streams) == (DEFAULT_WINDOW, None), (size, frames)
+    assert auto.sized(10, 1, longest=256).window == 256  # never past what the model takes
+    assert auto.sized(10, 1, longest=8192).window == BEST_WINDOW
+    told = Settings(streams=3, window=64)
+    assert told.sized(10, 1) == told  # what the user said is kept
+    assert Settings(window=64).sized(10, 1).streams == 1
+    assert Settings(streams=2).sized(10, 1).window == BEST_WINDOW
+
+
+@pytest.mark.parametrize("size, window, one", [(3000, 4096, True), (17000, 512, False)])
+def test_small_inputs_get_one_stream_over_a_long_window(tiny_model, size, window, one):
+    data = (CORPUS.encode() * 40)[:size]
+    blob = llmzip.compress(data, model=tiny_model, threads=1)
+    assert llmzip.decompress(blob, model=tiny_model) == data
+    f = io.BytesIO(blob)
+    header = fmt.Header.read(f)
+    frame = fmt.read_frame(f, header)
+    assert header.model.window == window
+    assert isinstance(frame, fmt.CodedFrame) and (len(frame.tokens) == 1) == one
