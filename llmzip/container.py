@@ -19,6 +19,9 @@ little-endian. Format 3 (written by this llmzip):
       end1:   kind=5  (the end of a file of at most one frame, whose own length and CRC
               are the whole file's)
 
+``engine``: 1, the exact integer engine (engine.py); 2, the same with the model's key
+exponents (keyscale.py). ``mix``: the mixer settings (settings.MixConfig.to_bytes; the single
+byte 3 is the default settings of version 3).
 ``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it).
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``

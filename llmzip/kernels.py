@@ -124,6 +124,18 @@ def sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)
 
 
+def _numba_threads(threads: int) -> None:
+    """The fused kernels' parallel loops (numba) run on at most ``threads`` threads of this
+    thread: numba's pool holds one per core, and waking threads that have no chunk to run
+    costs a scheduler slice each time when the cores are busy (measured: --threads 1 beside
+    another process ran 4x slower)."""
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
 def configure(device: str, threads: int | None) -> int:
     """Use ``threads`` CPU threads (None: the cores this process may use, at most 16) and no
     reduced-precision float tricks on CUDA. The results never depend on either: every kernel
@@ -135,6 +147,7 @@ def configure(device: str, threads: int | None) -> int:
     if threads is None:
         threads = max(1, min(len(os.sched_getaffinity(0)), 16))
     torch.set_num_threads(threads)
+    _numba_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
