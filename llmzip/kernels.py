@@ -146,8 +146,8 @@ def configure(device: str, threads: int | None) -> int:
         raise LlmzipError("--device cuda was asked for, but torch sees no CUDA GPU")
     if threads is None:
         threads = max(1, min(len(os.sched_getaffinity(0)), 16))
+    _numba_threads(threads)  # first: starting numba's pool may reset OpenMP's thread count
     torch.set_num_threads(threads)
-    _numba_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False

@@ -295,3 +295,19 @@ def test_compressed_files_are_the_same_bytes(tiny_model):
         assert llmzip.compress(data, **kw) == ours
         assert llmzip.decompress(ours, model=tiny_model) == data
     assert llmzip.decompress(ours, model=tiny_model) == data
+
+
+def test_configure_sets_the_fused_kernels_threads_too():
+    """--threads N: the numba loops use N threads of the pool, not all of it."""
+    import numba
+
+    from llmzip.kernels import configure
+
+    before = torch.get_num_threads()
+    try:
+        configure("cpu", 1)
+        assert (numba.get_num_threads(), torch.get_num_threads(), fused._chunks(8)) == (1, 1, 1)
+        configure("cpu", 64)
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    finally:
+        configure("cpu", before)
