@@ -26,6 +26,10 @@ import torch
 from llmzip.cache import cache_dir
 
 MAX_EXPONENT = 12
+# Used only where some exponent reaches this (a key dimension 16x the head's median RMS):
+# Qwen2.5-Coder-1.5B (largest 8) codes 2.3% smaller with them, SmolLM2-135M (largest 3) 0.1%
+# larger (benchmarks/RESULTS.md), so its files stay engine 1's.
+MIN_USEFUL = 4
 SKIP = 4  # the first positions of each stream are not measured (the sinks' outliers)
 STREAMS = 4
 FIXED_POINT = 256  # keys are rounded to 1/256 before their squares are summed
@@ -60,8 +64,8 @@ _MEMO: dict[bytes, torch.Tensor | None] = {}
 
 def exponents(model) -> torch.Tensor | None:
     """The key exponents [L, G, D] int32 of a loaded model (model.LoadedModel), None where
-    they are all zero (then engines 1 and 2 compute the same). Cached per fingerprint, on
-    disk and in this process."""
+    none reaches MIN_USEFUL (then the model's files are engine 1's). Cached per fingerprint,
+    on disk and in this process."""
     if model.fingerprint not in _MEMO:
         _MEMO[model.fingerprint] = _exponents(model)
     return _MEMO[model.fingerprint]
@@ -78,7 +82,7 @@ def _exponents(model) -> torch.Tensor | None:
         with open(tmp, "wb") as f:
             np.save(f, e.numpy())
         tmp.replace(path)
-    return e if bool(e.any()) else None
+    return e if int(e.max()) >= MIN_USEFUL else None
 
 
 def measure(model) -> torch.Tensor:

@@ -99,3 +99,11 @@ def test_engine_numbers_in_headers():
     bad[-4:] = zlib.crc32(bytes(bad[:-4])).to_bytes(4, "little")
     with pytest.raises(fmt.FormatError, match="newer llmzip"):
         fmt.Header.read(io.BytesIO(bytes(bad)))
+
+
+def test_models_without_outlying_keys_keep_engine_1(tiny_model):
+    loaded = models.load(tiny_model)
+    assert int(keyscale.measure(loaded).max()) < keyscale.MIN_USEFUL
+    assert keyscale.exponents(loaded) is None
+    blob = llmzip.compress(CORPUS.encode()[:300], model=tiny_model, window=16, threads=1)
+    assert _header(blob).model.engine == fmt.ENGINE_EXACT
