@@ -168,6 +168,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
                                 lambda threads: (replace(settings, threads=threads), size, frames),
                                 settings.workers, settings.threads, settings.cluster,
                                 settings.device)
+    short = None
     try:
         if pool is None:
             encoder = FrameEncoder(settings, size, frames)
@@ -175,11 +176,16 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
         else:
             results = pool.map(inputs)
         for n, (frame, tokens, section) in enumerate(results):
-            if n == 0:  # the model section only where a frame may need it
-                single = second is None and not isinstance(frame, fmt.CodedFrame)
-                header = fmt.Header(settings.frame_size, None if single else section)
-                _write(dst, header.to_bytes(), stats)
-            _write(dst, fmt.frame_bytes(frame, settings.prime), stats)
+            short = (fmt.short_bytes(section, frame)
+                     if second is None and isinstance(frame, fmt.CodedFrame) else None)
+            if short is not None:  # the whole file, one frame in the short form
+                _write(dst, short, stats)
+            else:
+                if n == 0:  # the model section only where a frame may need it
+                    single = second is None and not isinstance(frame, fmt.CodedFrame)
+                    header = fmt.Header(settings.frame_size, None if single else section)
+                    _write(dst, header.to_bytes(), stats)
+                _write(dst, fmt.frame_bytes(frame, section.prime), stats)
             length = len(frame.data) if isinstance(frame, fmt.StoredFrame) else frame.length
             if pool is not None and progress:
                 progress(length)
@@ -193,8 +199,9 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = No
     finally:
         if pool is not None:
             pool.close()
-    end = fmt.End(None, None) if stats.frames <= 1 else fmt.End(stats.raw_bytes, crc[0])
-    _write(dst, fmt.frame_bytes(end), stats)
+    if short is None:
+        end = fmt.End(None, None) if stats.frames <= 1 else fmt.End(stats.raw_bytes, crc[0])
+        _write(dst, fmt.frame_bytes(end), stats)
     return stats
 
 

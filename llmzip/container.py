@@ -19,10 +19,22 @@ little-endian. Format 3 (written by this llmzip):
       end1:   kind=5  (the end of a file of at most one frame, whose own length and CRC
               are the whole file's)
 
+A file of one coded frame is written in the short form (header flag 4), 10-11 bytes smaller:
+
+    short   = "LLMZ" version:u8 body_len:varint body lone payload file_crc32:4
+    body    = flags:u8 model              (no frame_size: the one frame's length bounds it)
+    lone    = length:varint crc32:4 streams:varint total_tokens:varint
+              (tokens per stream as in an even frame; the payload runs to the file's last
+              4 bytes)
+
+``file_crc32`` covers every byte before it: it stands for the header, payload and end
+records' CRCs of the long form and is checked, over the whole file, before the body is parsed.
+
 ``engine``: 1, the exact integer engine (engine.py); 2, the same with the model's key
 exponents (keyscale.py). ``mix``: the mixer settings (settings.MixConfig.to_bytes; the single
-byte 3 is the default settings of version 3).
-``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it).
+bytes 3 and 4 are presets: the defaults of versions 3 and 4).
+``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it); bit 2:
+the short form.
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
 is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
@@ -58,9 +70,11 @@ MAX_FRAME_SIZE = 1 << 28  # 256 MiB: the largest frame a decoder agrees to hold 
 MAX_STREAMS = 4096
 MAX_WINDOW = 1 << 20
 MAX_HEADER = 1024  # bytes of a format-3 header body
+MAX_SHORT = MAX_FRAME_SIZE + 1024  # bytes after a short form's header body
 MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py)
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2  # formats 1-2 only
+FLAG_SHORT = 4  # format 3: one coded frame, the short form
 
 KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
 KIND_END1 = 5
@@ -162,16 +176,13 @@ class Header:
     frame_size: int
     model: ModelSection | None
     version: int = FORMAT_VERSION
+    lone: bytes | None = None  # the short form's frame record and payload (file CRC checked)
 
     def to_bytes(self) -> bytes:
-        """Format 3 only: older formats are read, never written."""
+        """Format 3's long form only: older formats are read, never written."""
         out = bytearray([FLAG_MODEL if self.model else 0])
         if self.model:
-            m = self.model
-            if len(m.fingerprint) != 8 or len(m.mix) > 255 or m.engine not in ENGINES:
-                raise ValueError("bad model section")
-            out += m.fingerprint + bytes([m.engine]) + write_varint(m.window)
-            out += bytes([m.sinks]) + write_varint(m.prime) + bytes([len(m.mix)]) + m.mix
+            out += _model_bytes(self.model)
         out += write_varint(self.frame_size)
         head = MAGIC + bytes([FORMAT_VERSION]) + write_varint(len(out)) + out
         return head + struct.pack("<I", zlib.crc32(head))
@@ -194,15 +205,53 @@ class Header:
         if version < 3:
             return _read_old_header(r, version)
         body = r.bytes(r.varint(MAX_HEADER, "header length"))
+        if body[:1] and body[0] & FLAG_SHORT:
+            # The short form: its one CRC, at the very end, covers the whole file.
+            rest = f.read(MAX_SHORT + 1)
+            if len(rest) > MAX_SHORT:
+                raise FormatError("corrupt file: longer than a one-frame file can be")
+            if len(rest) < 4 or struct.unpack("<I", rest[-4:])[0] != zlib.crc32(
+                    rest[:-4], zlib.crc32(r.seen)):
+                raise FormatError("corrupt file: damaged or truncated (checksum mismatch)")
+            header = _parse_header(Reader(io.BytesIO(body)), version)
+            return Header(MAX_FRAME_SIZE, header.model, version, rest[:-4])
         if r.u32() != zlib.crc32(r.seen[:-4]):
             raise FormatError("corrupt file: the header is damaged (checksum mismatch)")
-        return _parse_header(Reader(io.BytesIO(body)), len(body), version)
+        return _parse_header(Reader(io.BytesIO(body)), version)
 
 
-def _parse_header(r: Reader, size: int, version: int) -> Header:
-    """A format-3 header body whose CRC matched."""
+def _model_bytes(m: ModelSection) -> bytes:
+    if len(m.fingerprint) != 8 or len(m.mix) > 255 or m.engine not in ENGINES:
+        raise ValueError("bad model section")
+    return (m.fingerprint + bytes([m.engine]) + write_varint(m.window) + bytes([m.sinks])
+            + write_varint(m.prime) + bytes([len(m.mix)]) + m.mix)
+
+
+def short_bytes(model: ModelSection, frame: CodedFrame) -> bytes | None:
+    """The whole file of one coded frame in the short form; None where the frame's token
+    counts are not the usual split (layout.even_lengths with the model's prime)."""
+    total, streams = sum(frame.tokens), len(frame.tokens)
+    if not _is_even(frame.tokens, model.prime):
+        return None
+    body = bytes([FLAG_MODEL | FLAG_SHORT]) + _model_bytes(model)
+    out = (MAGIC + bytes([FORMAT_VERSION]) + write_varint(len(body)) + body
+           + write_varint(frame.length) + struct.pack("<I", frame.crc) + write_varint(streams)
+           + write_varint(total) + frame.payload)
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def _is_even(tokens: tuple[int, ...], prime: int) -> bool:
+    try:
+        return even_lengths(sum(tokens), len(tokens), prime) == tokens
+    except ValueError:
+        return False
+
+
+def _parse_header(r: Reader, version: int) -> Header:
+    """A format-3 header body whose CRC matched (the file's, in the short form)."""
     flags = r.u8()
-    if flags & ~FLAG_MODEL:
+    short = flags & FLAG_SHORT
+    if flags & ~(FLAG_MODEL | FLAG_SHORT) or (short and not flags & FLAG_MODEL):
         raise FormatError("made by a newer llmzip, or corrupt: unknown header flags")
     model = None
     if flags & FLAG_MODEL:
@@ -216,7 +265,7 @@ def _parse_header(r: Reader, size: int, version: int) -> Header:
             raise FormatError("corrupt file: bad window")
         prime = r.varint(MAX_WINDOW, "prime")
         model = ModelSection(fingerprint, engine, window, sinks, prime, r.bytes(r.u8()))
-    frame_size = r.varint(MAX_FRAME_SIZE, "frame size")
+    frame_size = MAX_FRAME_SIZE if short else r.varint(MAX_FRAME_SIZE, "frame size")
     if frame_size == 0:
         raise FormatError("corrupt file: frame size 0")
     if r.f.read(1):
@@ -300,10 +349,7 @@ def frame_bytes(frame: Frame, prime: int = 0) -> bytes:
     if isinstance(frame, LzmaFrame):
         return (bytes([KIND_LZMA]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
                 + _payload(frame.payload))
-    try:
-        is_even = even_lengths(sum(frame.tokens), len(frame.tokens), prime) == frame.tokens
-    except ValueError:
-        is_even = False
+    is_even = _is_even(frame.tokens, prime)
     out = bytearray([KIND_EVEN if is_even else KIND_CODED]) + write_varint(frame.length)
     out += struct.pack("<I", frame.crc) + write_varint(len(frame.tokens))
     for n in (sum(frame.tokens),) if is_even else frame.tokens:
@@ -336,8 +382,17 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
     length = r.varint(header.frame_size, "frame length")
     crc = r.u32()
     streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
+    tokens = _token_counts(r, header, kind == KIND_EVEN, streams, length)
+    # ~32 bits/token is far above any real code length, and bounds the allocation.
+    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index))
+
+
+def _token_counts(r: Reader, header: Header, even: bool, streams: int, length: int
+                  ) -> tuple[int, ...]:
+    """A coded frame's tokens per stream, checked against its length and the header."""
+    assert header.model is not None
     most = MAX_TOKENS_PER_BYTE * length
-    if kind == KIND_EVEN:
+    if even:
         try:
             tokens = tuple(even_lengths(r.varint(most, "token count"), streams,
                                         header.model.prime))
@@ -349,8 +404,22 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
         raise FormatError("corrupt file: token counts do not fit the frame length")
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:
         raise FormatError("corrupt file: stream token counts out of order")
-    # ~32 bits/token is far above any real code length, and bounds the allocation.
-    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index))
+    return tokens
+
+
+def _read_lone(header: Header) -> CodedFrame:
+    """The one frame of a short-form file (its bytes were checked by the file's CRC)."""
+    assert header.lone is not None
+    f = io.BytesIO(header.lone)
+    r = Reader(f)
+    length = r.varint(header.frame_size, "frame length")
+    crc = r.u32()
+    streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
+    tokens = _token_counts(r, header, True, streams, length)
+    payload = f.read()
+    if len(payload) > 8 * sum(tokens) + 64:
+        raise FormatError("corrupt file: more compressed data than its tokens can take")
+    return CodedFrame(length, crc, tokens, payload)
 
 
 def _read_payload(r: Reader, most: int, with_crc: bool, index: int | None) -> bytes:
@@ -366,7 +435,11 @@ def _read_payload(r: Reader, most: int, with_crc: bool, index: int | None) -> by
 
 def frames(f: BinaryIO, header: Header) -> Iterator[tuple[int, Frame]]:
     """(index, frame) for every frame, 1, 2, ..., then the end record (index 0). An end1
-    record is accepted after at most one frame."""
+    record is accepted after at most one frame. A short-form file yields its one frame."""
+    if header.lone is not None:
+        yield 1, _read_lone(header)
+        yield 0, End(None, None)
+        return
     index = 0
     while True:
         frame = read_frame(f, header, index + 1)

@@ -30,7 +30,9 @@ def _mixer(data: bytes) -> str:
 def describe(f: BinaryIO, name: str) -> str:
     """Parse the whole container (without decoding) and describe it; FormatError if corrupt."""
     header = fmt.Header.read(f)
-    lines = [f"{name}: llmzip format version {header.version}, frame size {header.frame_size}"]
+    layout = ("one frame, short form" if header.lone is not None
+              else f"frame size {header.frame_size}")
+    lines = [f"{name}: llmzip format version {header.version}, {layout}"]
     m = header.model
     if m:
         lines.append(f"  model {m.fingerprint.hex()}, {_ENGINES[m.engine]}")

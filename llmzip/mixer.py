@@ -57,6 +57,30 @@ _OWN = 21  # own-confidence entries per component (n-gram 7 x 3, match 16)
 _LM_AT, _CAND_AT, _TABLE = _OWN, _OWN + 9, _OWN + 18
 _INIT = -3.0  # initial own-entry logit: a new component starts with little weight
 _W_CLIP = 12.0
+# The warm start (MixConfig.warm): W as the default mixer left it after the default model's
+# training texts (benchmarks/mixer_start.py, RESULTS.md "Warm start"), in 1/64. Rows: n-gram
+# orders 1..4 (higher orders take order 4's), recall, match; columns as W's. Part of the
+# format: a new table needs a new mixer settings version.
+_START = np.array([
+    [-238, -192, -192, -191, -230, -192, -195, -188, -243, -193, -201, -281, -191, -198, -254,
+     -192, -193, -237, -192, -193, -217, -28, -60, -42, -48, -31, -39, -48, -38, -39, -119, -87,
+     -79, -28, 0, -13, -16, -1, -29],
+    [-258, -192, -192, -196, -221, -192, -193, -211, -239, -188, -197, -237, -192, -194, -205,
+     -193, -196, -202, -192, -193, -192, 5, -35, -55, -33, -22, -29, -20, -21, -33, -64, -60, -66,
+     7, -17, -10, -7, -5, -21],
+    [-255, -192, -192, -191, -210, -192, -190, -200, -221, -189, -200, -215, -192, -190, -194,
+     -192, -194, -204, -192, -192, -192, -10, -27, -38, -14, -19, -7, -16, -7, -16, -34, -32, -44,
+     -16, -10, 0, -11, -1, -7],
+    [-216, -192, -192, -187, -190, -192, -185, -197, -200, -188, -195, -206, -192, -195, -195,
+     -192, -192, -192, -192, -192, -192, 9, 2, -23, -8, -8, 0, -11, 1, -4, -9, -16, -11, -10, 1, 5,
+     -1, 7, -6],
+    [-196, -197, -241, -183, -194, -263, -190, -192, -175, -192, -197, -224, -191, -195, -203,
+     -190, -182, -196, -189, -193, -200, -8, -27, -22, -9, -24, -16, -29, 2, -19, -105, -60, -29,
+     -14, 44, -4, -23, 6, 33],
+    [-192, -192, -187, -185, -205, -197, -183, -196, -193, -190, -192, -191, -183, -190, -193,
+     -192, -192, -192, -192, -192, -192, -6, 0, 14, 8, 5, 5, -7, -5, 0, -3, -5, -5, 6, -2, 8, 10,
+     3, 2],
+]) / 64.0
 
 
 def _bucket(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -116,6 +140,13 @@ def add_candidates(p: np.ndarray, w: np.ndarray, present: np.ndarray, k: int,
         np.add.at(flat, rows[ok] * V + mtok[ok], w[ok, -1])
 
 
+def start_table(config: MixConfig) -> np.ndarray:
+    """The warm start's W [components, entries] for these settings' components."""
+    rows = [min(j, 3) for j in range(config.ngram_order)] if config.ngram else []
+    rows += [4] * config.recall + [5] * config.match
+    return _START[rows].copy()
+
+
 class Mixer:
     """Combines the LM with the adaptive components for the streams of one frame.
 
@@ -140,8 +171,9 @@ class Mixer:
         self.bias = Bias(vocab_size, c, n, legacy) if c.bias else None
         self.k = (c.ngram_order if c.ngram else 0) + c.recall  # slot components
         self.n_comp = self.k + bool(c.match)
-        self.W = np.zeros((self.n_comp, _TABLE))
-        self.W[:, :_OWN] = _INIT
+        self.W = start_table(c) if c.warm else np.zeros((self.n_comp, _TABLE))
+        if not c.warm:
+            self.W[:, :_OWN] = _INIT
         self._state: tuple | None = None
 
     def mix(self, logits: torch.Tensor, hidden: torch.Tensor | None = None) -> np.ndarray:

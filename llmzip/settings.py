@@ -28,9 +28,12 @@ MAX_WINDOW = 1 << 13  # the engine's exact value product holds up to this window
 # mixture of llmzip 0.1's machine-bound mode) is refused.
 _MIX_V1 = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
 _MIX_V2 = _MIX_V1 + "BBe"
-# Version 3 is the single byte 3: the settings of PRESET_3 (today's defaults, frozen here:
-# changing a default later does not change what this byte means).
+# Version 3 is the single byte 3: the settings of PRESET_3 (the defaults of its day, frozen
+# here: changing a default later does not change what this byte means). Version 4 is the single
+# byte 4: PRESET_4, today's defaults (PRESET_3 with the warm start). Version 5 is version 2's
+# layout whose flags2 bit 1 is the warm start (mixer.py), written for any other settings with it.
 _PRESET_3 = b"\x03"
+_PRESET_4 = b"\x04"
 _GEOMETRIC = 16
 
 
@@ -70,6 +73,8 @@ class MixConfig:
     recall: bool = True
     recall_bits: int = 16
     recall_theta: float = 48.0
+    # The gating weights start from mixer.py's trained table, not flat. False before version 4.
+    warm: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.ngram_order <= 8:
@@ -87,7 +92,7 @@ class MixConfig:
     @classmethod
     def lm_only(cls) -> MixConfig:
         """Every component off: the LM's softmax alone."""
-        return cls(ngram=False, match=False, bias=False, recall=False)
+        return cls(ngram=False, match=False, bias=False, recall=False, warm=False)
 
     def describe(self) -> str:
         """One readable line, for ``llmzip info``."""
@@ -104,7 +109,7 @@ class MixConfig:
             rule = "AdaGrad" if self.bias_adaptive else "SGD"
             per = "token" if self.bias_sum else "step"
             parts.append(f"bias {rule} lr {self.bias_lr:g} per {per}")
-        parts.append(f"linear mixing lr {self.mix_lr:g}")
+        parts.append(f"linear mixing lr {self.mix_lr:g}" + (", warm start" if self.warm else ""))
         parts.append(f"tables 2^{self.table_bits}")
         parts.append("shared by the streams" if self.shared else "per stream")
         return ", ".join(parts)
@@ -112,9 +117,14 @@ class MixConfig:
     def to_bytes(self) -> bytes:
         if self == PRESET_3:
             return _PRESET_3
+        if self == PRESET_4:
+            return _PRESET_4
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
                  | self.bias_sum << 5 | self.bias_adaptive << 6)
         v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
+        if self.warm:
+            return struct.pack(_MIX_V2, 5, flags, *v1, self.recall | 2, self.recall_bits,
+                               self.recall_theta)
         if not self.recall:  # files without recall stay readable by older versions
             return struct.pack(_MIX_V1, 1, flags, *v1)
         return struct.pack(_MIX_V2, 2, flags, *v1, 1, self.recall_bits, self.recall_theta)
@@ -125,8 +135,10 @@ class MixConfig:
         ValueError on anything else malformed."""
         if data == _PRESET_3:
             return PRESET_3
+        if data == _PRESET_4:
+            return PRESET_4
         version = data[0] if data else None
-        layout = {1: _MIX_V1, 2: _MIX_V2}.get(version)
+        layout = {1: _MIX_V1, 2: _MIX_V2, 5: _MIX_V2}.get(version)
         if layout is None and version is not None:
             raise UnknownSettings(f"unknown mixer settings version {version}")
         if layout is None or len(data) != struct.calcsize(layout):
@@ -137,16 +149,22 @@ class MixConfig:
         if flags & _GEOMETRIC:
             raise UnknownSettings("the geometric mixture of llmzip 0.1's machine-bound mode")
         flags2, recall_bits, theta = v2 or (0, 16, 48.0)
-        if flags2 >> 1:
+        if flags2 >> (2 if version == 5 else 1):
             raise UnknownSettings(f"unknown mixer flags2 {flags2:#04x}")
         if version == 2 and not flags2:
             raise ValueError("mixer settings version 2 without recall")
+        if version == 5 and not flags2 & 2:
+            raise ValueError("mixer settings version 5 without the warm start")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8), order,
                    match_min, bits, float(bias_lr), float(mix_lr), bool(flags & 32),
-                   bool(flags & 64), bool(flags2 & 1), recall_bits, float(theta))
+                   bool(flags & 64), bool(flags2 & 1), recall_bits, float(theta),
+                   bool(flags2 & 2))
 
 
-PRESET_3 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0)
+PRESET_3 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0,
+                     False)
+PRESET_4 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0,
+                     True)
 
 
 @dataclass(frozen=True)
@@ -198,12 +216,13 @@ class Settings:
         ==========================  =======  ===================================
 
         The result has a window (an automatic one at most ``longest``, the model's
-        llama.longest_window); its stream count stays None where layout.py picks it per
-        frame. Either setting given explicitly is kept."""
+        llama.longest_window) and, with one stream, prime 0; its stream count stays None
+        where layout.py picks it per frame. Either setting given explicitly is kept."""
         small = frames == 1 and size is not None and size <= SMALL_INPUT
         window = self.window or min(BEST_WINDOW if small else DEFAULT_WINDOW, longest or MAX_WINDOW)
         streams = self.streams or (1 if small else None)
-        return replace(self, window=window, streams=streams)
+        prime = 0 if streams == 1 else self.prime  # the same coding: one stream never waits
+        return replace(self, window=window, streams=streams, prime=prime)
 
 
 @dataclass(frozen=True)

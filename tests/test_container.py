@@ -15,6 +15,7 @@ import llmzip
 from llmzip import container as fmt
 from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
 from llmzip.layout import even_lengths
+from llmzip.listing import describe
 from llmzip.settings import MixConfig
 from tests.helpers import CORPUS
 
@@ -22,14 +23,49 @@ TINY = {"window": 16, "sinks": 2, "threads": 1, "streams": 2}
 SECTION = fmt.ModelSection(b"12345678", fmt.ENGINE_EXACT, 1024, 4, 128, MixConfig().to_bytes())
 
 
-@pytest.fixture(scope="module")
-def sample(tiny_model) -> tuple[bytes, bytes]:
+@pytest.fixture(scope="module", params=["short", "long"])
+def sample(request, tiny_model) -> tuple[bytes, bytes]:
+    """One coded frame (the short form) or two (the long form)."""
     data = CORPUS.encode()[:600]
-    return data, llmzip.compress(data, model=tiny_model, **TINY)
+    frame_size = 400 if request.param == "long" else 1 << 20
+    blob = llmzip.compress(data, model=tiny_model, frame_size=frame_size, **TINY)
+    assert (fmt.Header.read(io.BytesIO(blob)).lone is None) == (request.param == "long")
+    return data, blob
 
 
 def _header_length(blob: bytes) -> int:
-    return len(fmt.Header.read(io.BytesIO(blob)).to_bytes())
+    """Bytes up to the header's end: its CRC in the long form, its body in the short form."""
+    f = io.BytesIO(blob)
+    header = fmt.Header.read(f)
+    if header.lone is None:
+        return f.tell()
+    return len(blob) - len(header.lone) - 4
+
+
+def _forge(blob: bytes, section: fmt.ModelSection) -> bytes:
+    """The file with another model section (every CRC made to fit)."""
+    f = io.BytesIO(blob)
+    header = fmt.Header.read(f)
+    if header.lone is not None:
+        frame = next(fmt.frames(f, header))[1]
+        return fmt.short_bytes(section, frame)
+    forged = fmt.Header(header.frame_size, section)
+    return forged.to_bytes() + blob[_header_length(blob):]
+
+
+def test_short_form_is_10_bytes_smaller(tiny_model):
+    """One coded frame: the whole file's CRC stands for the header, payload and end records."""
+    data = CORPUS.encode()[:600]
+    short = llmzip.compress(data, model=tiny_model, **TINY)
+    f = io.BytesIO(short)
+    header = fmt.Header.read(f)
+    frame = next(fmt.frames(f, header))[1]
+    long = (fmt.Header(1 << 20, header.model).to_bytes()
+            + fmt.frame_bytes(frame, header.model.prime) + fmt.frame_bytes(fmt.End(None, None)))
+    # header CRC 4, frame size 3, kind 1, payload length 1, payload CRC 4, end 1; file CRC 4
+    assert len(short) == len(long) - 10
+    assert llmzip.decompress(long, model=tiny_model) == data  # both forms are read
+    assert "one frame, short form" in describe(io.BytesIO(short), "x")
 
 
 def test_header_roundtrip():
@@ -86,8 +122,8 @@ def test_damaged_payload_is_found_before_the_model_runs(sample):
     """A payload CRC names the damage at once: no model is even looked for (issue 23.14)."""
     _, blob = sample
     bad = bytearray(blob)
-    bad[-20] ^= 0x10  # inside the coded payload
-    with pytest.raises(FormatError, match="compressed data is damaged"):
+    bad[_header_length(blob) + 20] ^= 0x10  # inside the (first) coded payload
+    with pytest.raises(FormatError, match="damaged"):
         llmzip.decompress(bytes(bad), model="/nonexistent/model")
 
 
@@ -109,14 +145,13 @@ def test_bad_magic_and_newer_version(tiny_model, sample):
 def test_mixer_settings_from_a_newer_llmzip(tiny_model, sample, byte, value, message):
     """A header with intact CRC but settings this llmzip does not know."""
     _, blob = sample
-    header = fmt.Header.read(io.BytesIO(blob))
+    m = fmt.Header.read(io.BytesIO(blob)).model
     mix = bytearray(MixConfig(bias_lr=1.0).to_bytes())  # the long form (not the preset byte)
     mix[byte] = value | (mix[byte] if byte == 1 else 0)
-    forged = fmt.Header(header.frame_size, fmt.ModelSection(
-        header.model.fingerprint, header.model.engine, header.model.window,
-        header.model.sinks, header.model.prime, bytes(mix)))
+    forged = _forge(blob, fmt.ModelSection(m.fingerprint, m.engine, m.window, m.sinks,
+                                           m.prime, bytes(mix)))
     with pytest.raises(FormatError, match=message):
-        llmzip.decompress(forged.to_bytes() + blob[_header_length(blob):], model=tiny_model)
+        llmzip.decompress(forged, model=tiny_model)
 
 
 def test_checksum_mismatch_is_reported(tiny_model):
@@ -157,7 +192,7 @@ def test_parser_never_crashes_on_garbage(blob):
         try:
             f = io.BytesIO(data)
             header = fmt.Header.read(f)
-            while not isinstance(fmt.read_frame(f, header), fmt.End):
+            for _ in fmt.frames(f, header):
                 pass
         except FormatError:
             pass

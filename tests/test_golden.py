@@ -30,6 +30,8 @@ def _machine_bound(path: Path) -> bool:
 def test_golden_files_exist():
     assert GOLDEN, "tests/golden/ has no .llmz files: run tests/golden/make_golden.py"
     assert any(p.parent.name == f"v{fmt.FORMAT_VERSION}" for p in GOLDEN)
+    short = fmt.Header.read(io.BytesIO((GOLDEN[0].parent.parent / "v3/short.llmz").read_bytes()))
+    assert short.lone is not None and short.model.mix == b"\x04"  # short form, warm start
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}/{p.name}")

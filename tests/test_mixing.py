@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmzip.mixer import Mixer
-from llmzip.settings import PRESET_3, MixConfig
+from llmzip.settings import PRESET_3, PRESET_4, MixConfig
 
 V = 300
 RECALL_ONLY = MixConfig(ngram=False, match=False, bias=False)
@@ -124,16 +124,16 @@ _halves = st.integers(0, 0x7BFF).map(
        order=st.integers(1, 8), match_min=st.integers(1, 32),
        bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans(),
        bias_adaptive=st.booleans(), recall=st.booleans(), recall_bits=st.integers(8, 24),
-       theta=_halves)
+       theta=_halves, warm=st.booleans())
 def test_config_bytes_roundtrip(ngram, match, bias, shared, order, match_min, bits,
                                 bias_lr, mix_lr, bias_sum, bias_adaptive, recall, recall_bits,
-                                theta):
+                                theta, warm):
     config = MixConfig(ngram, match, bias, shared, order, match_min, bits,
                        bias_lr, mix_lr, bias_sum, bias_adaptive, recall,
-                       recall_bits if recall else 16, theta if recall else 48.0)
+                       recall_bits if recall else 16, theta if recall else 48.0, warm)
     data = config.to_bytes()
-    # without recall: version 1, as before; the defaults: the one byte of version 3
-    assert len(data) == (1 if config == PRESET_3 else 13 if recall else 9)
+    # without recall or warm start: version 1, as before; the presets: one byte
+    assert len(data) == (1 if config in (PRESET_3, PRESET_4) else 13 if recall or warm else 9)
     assert MixConfig.from_bytes(data) == config
 
 
@@ -142,16 +142,23 @@ def test_default_config_roundtrip():
         assert MixConfig.from_bytes(config.to_bytes()) == config
 
 
-V1 = MixConfig(recall=False).to_bytes()
-V2 = MixConfig(bias_lr=1.0).to_bytes()
+V1 = MixConfig(recall=False, warm=False).to_bytes()
+V2 = MixConfig(bias_lr=1.0, warm=False).to_bytes()
+V5 = MixConfig(bias_lr=1.0).to_bytes()
 
 
 def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
-    """Version 3: the byte 3 means PRESET_3 forever (a default may change, the byte may not)."""
-    assert MixConfig().to_bytes() == b"\x03" and MixConfig.from_bytes(b"\x03") == PRESET_3
+    """Versions 3 and 4: the byte 3 means PRESET_3 forever, the byte 4 PRESET_4 (a default
+    may change, the bytes may not)."""
+    assert MixConfig().to_bytes() == b"\x04" and MixConfig.from_bytes(b"\x04") == PRESET_4
+    assert MixConfig.from_bytes(b"\x03") == PRESET_3 == MixConfig(warm=False)
     assert MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True,
-                                 16, 48.0) == PRESET_3
-    assert len(V2) == 13 and MixConfig.from_bytes(V2) == MixConfig(bias_lr=1.0)
+                     16, 48.0, False) == PRESET_3
+    assert MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True,
+                     16, 48.0, True) == PRESET_4
+    assert len(V2) == 13 and MixConfig.from_bytes(V2) == MixConfig(bias_lr=1.0, warm=False)
+    assert V5[0] == 5 and MixConfig.from_bytes(V5) == MixConfig(bias_lr=1.0)
+    assert MixConfig.from_bytes(MixConfig(recall=False).to_bytes()) == MixConfig(recall=False)
 
 
 @pytest.mark.parametrize("data", [
@@ -172,6 +179,9 @@ def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
     V2[:10] + b"\x19" + V2[11:],  # 2**25: too many
     V2[:11] + b"\x00\x7e",  # theta = nan
     b"\x01" + V2[1:],  # version 1 with version 2's length
+    V5[:9] + b"\x07" + V5[10:],  # unknown flags2 of version 5
+    V5[:9] + b"\x01" + V5[10:],  # version 5 without the warm start
+    b"\x06" + V5[1:],  # unknown version
 ])
 def test_bad_config_bytes_are_rejected(data):
     with pytest.raises(ValueError):
@@ -193,3 +203,18 @@ def test_unrepresentable_config_is_rejected():
         MixConfig(bias_lr=0.1)  # not a float16 value: the decoder would get another one
     with pytest.raises(ValueError):
         MixConfig(ngram_order=0)
+
+
+def test_warm_start_rows_follow_the_components():
+    """Each component starts from its own kind's row: n-gram orders (beyond 4: order 4's),
+    recall, match; the flat start is -3 on the own-confidence entries, 0 elsewhere."""
+    from llmzip import mixer
+
+    table = mixer._START
+    W = Mixer(320, [10], MixConfig(ngram_order=6)).W
+    assert np.array_equal(W, table[[0, 1, 2, 3, 3, 3, 4, 5]])
+    W = Mixer(320, [10], MixConfig(recall=False, ngram=False)).W
+    assert np.array_equal(W, table[[5]])
+    flat = Mixer(320, [10], MixConfig(warm=False)).W
+    assert (flat[:, :21] == -3).all() and (flat[:, 21:] == 0).all()
+    assert np.array_equal(table * 64, np.round(table * 64))  # exact multiples of 1/64

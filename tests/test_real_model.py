@@ -24,3 +24,19 @@ def test_real_model_tokenizer_is_lossless_on_binary(real_model):
     codec = model.load(real_model).tokens
     data = bytes(range(256)) * 3 + "naïve 中文 \r\n".encode()
     assert codec.decode(codec.encode(data)) == data
+
+
+def test_warm_start_and_short_form_pay_on_a_small_text(real_model):
+    """A small input: the mixer's warm start (trained with this model, mixer.py) beats the flat
+    start, and the short form of a one-frame file is what is written."""
+    import io
+
+    from llmzip import container as fmt
+    from llmzip.settings import MixConfig
+
+    data = english_text()[6000:8000]
+    warm = llmzip.compress(data, model=real_model, threads=1)
+    flat = llmzip.compress(data, model=real_model, threads=1, mix=MixConfig(warm=False))
+    assert llmzip.decompress(warm, model=real_model) == data
+    assert fmt.Header.read(io.BytesIO(warm)).lone is not None
+    assert len(warm) < len(flat), (len(warm), len(flat))

@@ -38,7 +38,7 @@ def test_text_is_coded_and_longer_than_window(tiny_model):
     header = fmt.Header.read(io.BytesIO(blob))
     f = io.BytesIO(blob)
     fmt.Header.read(f)
-    frame = fmt.read_frame(f, header)
+    frame = next(fmt.frames(f, header))[1]
     assert isinstance(frame, fmt.CodedFrame)
     assert len(frame.tokens) == 3 and max(frame.tokens) > TINY["window"]
     assert frame.tokens[0] > frame.tokens[-1] or len(set(frame.tokens)) == 1
@@ -114,6 +114,6 @@ def test_small_inputs_get_one_stream_over_a_long_window(tiny_model, size, window
     assert llmzip.decompress(blob, model=tiny_model) == data
     f = io.BytesIO(blob)
     header = fmt.Header.read(f)
-    frame = fmt.read_frame(f, header)
+    frame = next(fmt.frames(f, header))[1]
     assert header.model.window == window
     assert isinstance(frame, fmt.CodedFrame) and (len(frame.tokens) == 1) == one

@@ -50,7 +50,7 @@ def parse(data: bytes) -> None:
     f = io.BytesIO(data)
     with contextlib.suppress(LlmzipError):
         header = fmt.Header.read(f)
-        while not isinstance(fmt.read_frame(f, header), fmt.End):
+        for _ in fmt.frames(f, header):
             pass
 
 
@@ -63,7 +63,7 @@ def claimed_tokens(data: bytes) -> int:
     total = 0
     with contextlib.suppress(LlmzipError):
         header = fmt.Header.read(f)
-        while not isinstance(frame := fmt.read_frame(f, header), fmt.End):
+        for _, frame in fmt.frames(f, header):
             total += sum(getattr(frame, "tokens", ()))
     return total
 

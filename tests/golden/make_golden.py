@@ -36,6 +36,8 @@ CASES = {
     "unshared": (TEXT, {"streams": 3, "mix": MixConfig(shared=False, bias_adaptive=False)},
                  True),
     "lm-only": (TEXT, {"streams": 2, "mix": MixConfig.lm_only()}, True),
+    # the short form of one coded frame, the warm-started mixer (mixer settings version 4)
+    "short": (TEXT, {"streams": 2}, True),
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}, False),
     "stored": (random.Random(0).randbytes(300), {}, False),
     "empty": (b"", {}, False),
