@@ -61,7 +61,8 @@ def describe(f: BinaryIO, name: str) -> str:
             tokens += sum(frame.tokens)
             lines.append(
                 f"  frame {index}: {frame.length} bytes -> {len(frame.payload)} bytes, "
-                f"{sum(frame.tokens)} tokens in {len(frame.tokens)} streams, "
+                f"{sum(frame.tokens)} tokens in {len(frame.tokens)} "
+                f"stream{'s' if len(frame.tokens) > 1 else ''}, "
                 f"crc32 {frame.crc:08x}"
             )
     if frame.length is not None:  # else an end1 record: the one frame's length and CRC

@@ -143,7 +143,8 @@ def test_best_round_trip(tiny_env, text_file, tmp_path):
     packed = tmp_path / "best.llmz"
     packed.write_bytes(r.stdout_bytes)
     info = invoke(["info", str(packed)]).stdout
-    assert "window 4096 tokens" in info and "in 1 streams" in info, info
+    assert "window 4096 tokens" in info and "in 1 stream," in info, info
+    assert "one frame, short form" in info and "warm start" in info, info
     r = invoke(["decompress", "-c", str(packed)])
     assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
 
