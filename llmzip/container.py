@@ -379,18 +379,17 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
     if (kind not in (KIND_CODED, KIND_EVEN) or header.model is None
             or (kind == KIND_EVEN and header.version < 2)):
         raise FormatError(f"corrupt file: unknown frame kind {kind}")
-    length = r.varint(header.frame_size, "frame length")
-    crc = r.u32()
-    streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
-    tokens = _token_counts(r, header, kind == KIND_EVEN, streams, length)
+    length, crc, tokens = _coded_head(r, header, kind == KIND_EVEN)
     # ~32 bits/token is far above any real code length, and bounds the allocation.
     return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index))
 
 
-def _token_counts(r: Reader, header: Header, even: bool, streams: int, length: int
-                  ) -> tuple[int, ...]:
-    """A coded frame's tokens per stream, checked against its length and the header."""
+def _coded_head(r: Reader, header: Header, even: bool) -> tuple[int, int, tuple[int, ...]]:
+    """A coded frame's length, CRC and tokens per stream, checked against the header."""
     assert header.model is not None
+    length = r.varint(header.frame_size, "frame length")
+    crc = r.u32()
+    streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
     most = MAX_TOKENS_PER_BYTE * length
     if even:
         try:
@@ -404,18 +403,14 @@ def _token_counts(r: Reader, header: Header, even: bool, streams: int, length: i
         raise FormatError("corrupt file: token counts do not fit the frame length")
     if any(a < b for a, b in zip(tokens, tokens[1:])) or tokens[-1] == 0:
         raise FormatError("corrupt file: stream token counts out of order")
-    return tokens
+    return length, crc, tokens
 
 
 def _read_lone(header: Header) -> CodedFrame:
     """The one frame of a short-form file (its bytes were checked by the file's CRC)."""
     assert header.lone is not None
     f = io.BytesIO(header.lone)
-    r = Reader(f)
-    length = r.varint(header.frame_size, "frame length")
-    crc = r.u32()
-    streams = r.varint(min(MAX_STREAMS, max(1, length)), "stream count")
-    tokens = _token_counts(r, header, True, streams, length)
+    length, crc, tokens = _coded_head(Reader(f), header, True)
     payload = f.read()
     if len(payload) > 8 * sum(tokens) + 64:
         raise FormatError("corrupt file: more compressed data than its tokens can take")

@@ -171,8 +171,10 @@ class Mixer:
         self.bias = Bias(vocab_size, c, n, legacy) if c.bias else None
         self.k = (c.ngram_order if c.ngram else 0) + c.recall  # slot components
         self.n_comp = self.k + bool(c.match)
-        self.W = start_table(c) if c.warm else np.zeros((self.n_comp, _TABLE))
-        if not c.warm:
+        if c.warm:
+            self.W = start_table(c)
+        else:
+            self.W = np.zeros((self.n_comp, _TABLE))
             self.W[:, :_OWN] = _INIT
         self._state: tuple | None = None
 

@@ -32,8 +32,6 @@ _MIX_V2 = _MIX_V1 + "BBe"
 # here: changing a default later does not change what this byte means). Version 4 is the single
 # byte 4: PRESET_4, today's defaults (PRESET_3 with the warm start). Version 5 is version 2's
 # layout whose flags2 bit 1 is the warm start (mixer.py), written for any other settings with it.
-_PRESET_3 = b"\x03"
-_PRESET_4 = b"\x04"
 _GEOMETRIC = 16
 
 
@@ -115,10 +113,9 @@ class MixConfig:
         return ", ".join(parts)
 
     def to_bytes(self) -> bytes:
-        if self == PRESET_3:
-            return _PRESET_3
-        if self == PRESET_4:
-            return _PRESET_4
+        for data, preset in _PRESETS.items():
+            if self == preset:
+                return data
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
                  | self.bias_sum << 5 | self.bias_adaptive << 6)
         v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
@@ -133,10 +130,8 @@ class MixConfig:
     def from_bytes(cls, data: bytes) -> MixConfig:
         """Inverse of to_bytes; UnknownSettings for what a newer llmzip may have written,
         ValueError on anything else malformed."""
-        if data == _PRESET_3:
-            return PRESET_3
-        if data == _PRESET_4:
-            return PRESET_4
+        if data in _PRESETS:
+            return _PRESETS[data]
         version = data[0] if data else None
         layout = {1: _MIX_V1, 2: _MIX_V2, 5: _MIX_V2}.get(version)
         if layout is None and version is not None:
@@ -165,6 +160,7 @@ PRESET_3 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, Tr
                      False)
 PRESET_4 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0,
                      True)
+_PRESETS = {b"\x03": PRESET_3, b"\x04": PRESET_4}  # one-byte mixer settings: frozen
 
 
 @dataclass(frozen=True)
