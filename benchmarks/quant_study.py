@@ -2,7 +2,7 @@
 
     python benchmarks/quant_study.py MODEL FILE [--tokens N] [--variants float,w8,k8,...]
 
-Builds transformers' model from a Qwen2 GGUF (dequantised to float32), then rounds weights,
+Builds transformers' model from a Llama or Qwen2 GGUF (dequantised to float32), then rounds weights,
 activations, keys and values as engine.py does, one form or a set of them at a time, and
 prints the LM-alone bits of the first N tokens of FILE (one forward pass, the model's start
 token first). Variants (comma-separated): float; w8 (weights int8 per row, embedding aside);
@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--variants", default="float,w8,k8,v8,a16,all,k8e,alle")
     args = ap.parse_args()
-    import transformers.models.qwen2.modeling_qwen2 as mq
-    from transformers import AutoConfig, Qwen2ForCausalLM
+    import importlib
+
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from llmzip import keyscale
     from llmzip import model as models
@@ -52,7 +53,8 @@ def main() -> None:
     path = models.resolve(args.model)
     hf = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     hf._attn_implementation = "eager"
-    lm = Qwen2ForCausalLM(hf).eval()
+    mq = importlib.import_module(f"transformers.models.{hf.model_type}.modeling_{hf.model_type}")
+    lm = AutoModelForCausalLM.from_config(hf).eval()
     loaded = models.load(args.model)
     source = models.GGUFWeights(path, loaded.llama.config)
     weights = {n: source[n] for n in source.names()}

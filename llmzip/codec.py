@@ -129,7 +129,7 @@ class FrameEncoder:
               progress: Progress | None) -> fmt.CodedFrame:
         layout = Layout.split(len(tokens), self.settings.streams, self.coding.prime)
         table = layout.scatter(tokens)  # [streams, steps]
-        encoder = Encoder()
+        encoder = Encoder(self.coding.split)
 
         def code(t: int, probs: np.ndarray) -> np.ndarray:
             symbols = table[: probs.shape[0], t]
@@ -280,7 +280,7 @@ class FrameDecoder:
                               "the header") from None
         table = np.zeros((layout.streams, layout.steps), dtype=np.int64)
         try:
-            decoder = Decoder(frame.payload)
+            decoder = Decoder(frame.payload, self.coding.split)
         except ValueError as e:
             raise FormatError(f"corrupt file: frame {index}: {e}") from None
 

@@ -75,6 +75,7 @@ MAX_TOKENS_PER_BYTE = 9  # an escaped byte takes at most 1 + 8 tokens (tokens.py
 FLAG_MODEL = 1
 FLAG_PORTABLE = 2  # formats 1-2 only
 FLAG_SHORT = 4  # format 3: one coded frame, the short form
+FLAG_SPLIT = 8  # format 3: tokens range-coded in two parts (coder.py), with FLAG_MODEL
 
 KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
 KIND_END1 = 5
@@ -169,6 +170,7 @@ class ModelSection:
     sinks: int
     prime: int  # steps stream 0 runs alone before the others join (predictor.py)
     mix: bytes  # settings.MixConfig.to_bytes()
+    split: bool = False  # tokens coded as (group, place) (coder.py): the header's FLAG_SPLIT
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class Header:
 
     def to_bytes(self) -> bytes:
         """Format 3's long form only: older formats are read, never written."""
-        out = bytearray([FLAG_MODEL if self.model else 0])
+        out = bytearray([_model_flags(self.model)])
         if self.model:
             out += _model_bytes(self.model)
         out += write_varint(self.frame_size)
@@ -220,6 +222,10 @@ class Header:
         return _parse_header(Reader(io.BytesIO(body)), version)
 
 
+def _model_flags(m: ModelSection | None) -> int:
+    return 0 if m is None else FLAG_MODEL | (FLAG_SPLIT if m.split else 0)
+
+
 def _model_bytes(m: ModelSection) -> bytes:
     if len(m.fingerprint) != 8 or len(m.mix) > 255 or m.engine not in ENGINES:
         raise ValueError("bad model section")
@@ -233,7 +239,7 @@ def short_bytes(model: ModelSection, frame: CodedFrame) -> bytes | None:
     total, streams = sum(frame.tokens), len(frame.tokens)
     if not _is_even(frame.tokens, model.prime):
         return None
-    body = bytes([FLAG_MODEL | FLAG_SHORT]) + _model_bytes(model)
+    body = bytes([_model_flags(model) | FLAG_SHORT]) + _model_bytes(model)
     out = (MAGIC + bytes([FORMAT_VERSION]) + write_varint(len(body)) + body
            + write_varint(frame.length) + struct.pack("<I", frame.crc) + write_varint(streams)
            + write_varint(total) + frame.payload)
@@ -251,7 +257,8 @@ def _parse_header(r: Reader, version: int) -> Header:
     """A format-3 header body whose CRC matched (the file's, in the short form)."""
     flags = r.u8()
     short = flags & FLAG_SHORT
-    if flags & ~(FLAG_MODEL | FLAG_SHORT) or (short and not flags & FLAG_MODEL):
+    if flags & ~(FLAG_MODEL | FLAG_SHORT | FLAG_SPLIT) or (
+            flags & (FLAG_SHORT | FLAG_SPLIT) and not flags & FLAG_MODEL):
         raise FormatError("made by a newer llmzip, or corrupt: unknown header flags")
     model = None
     if flags & FLAG_MODEL:
@@ -264,7 +271,8 @@ def _parse_header(r: Reader, version: int) -> Header:
         if not 0 <= sinks < window:
             raise FormatError("corrupt file: bad window")
         prime = r.varint(MAX_WINDOW, "prime")
-        model = ModelSection(fingerprint, engine, window, sinks, prime, r.bytes(r.u8()))
+        model = ModelSection(fingerprint, engine, window, sinks, prime, r.bytes(r.u8()),
+                             bool(flags & FLAG_SPLIT))
     frame_size = MAX_FRAME_SIZE if short else r.varint(MAX_FRAME_SIZE, "frame size")
     if frame_size == 0:
         raise FormatError("corrupt file: frame size 0")

@@ -61,6 +61,7 @@ F32, F64 = np.float32, np.float64
 QMAX = F32(32639.0)  # engine.QMAX
 KV_MAX = F32(127.0)  # engine.KV_MAX
 TINY = F32(2.0**-100)  # engine.TINY
+_Q40 = F64(2.0**40)  # coder._SCALE
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 _PAR = {**_JIT, "parallel": True}  # outer loops split into contiguous chunks, one per thread
 
@@ -510,6 +511,28 @@ def scale_rows(f, k, p, chunks):
 
 
 @njit(**_PAR)
+def group_sums(p, G, sums, totals, chunks):
+    """coder._Split's sums: sums [n, groups] of q = trunc(p * 2**40) + 1 over each group of
+    G ids of p [n, V] (float64 in [0, 1]), totals [n] = their row sums. int64 sums of
+    integers below 2**53: exact in any order."""
+    n, V = p.shape
+    for c in prange(chunks):
+        start, stop = _part(c, chunks, n)
+        for i in range(start, stop):
+            pi = p[i]
+            t = np.int64(0)
+            for g in range(sums.shape[1]):
+                s = np.int64(0)
+                stop = min(V, g * G + G)
+                for j in range(g * G, stop):
+                    s += np.int64(pi[j] * _Q40)  # truncation
+                s += stop - g * G
+                sums[i, g] = F64(s)
+                t += s
+            totals[i] = F64(t)
+
+
+@njit(**_PAR)
 def bias_step(f, c, y, ry, lr, adaptive, b, g2, b_out, g2_out, b32, chunks):
     """Bias.update for a shared bias (format 3): the gradient in units of 2**-40,
     g = sum_i round(f[i] * c[i]) - sum over i of ry[i] at y[i] (exact integers), times 2**-40,
@@ -703,6 +726,15 @@ def mixture(f: torch.Tensor, k: np.ndarray) -> np.ndarray:
     p = np.empty(tuple(f.shape), dtype=np.float64)
     scale_rows(f.numpy(), np.ascontiguousarray(k, dtype=np.float64), p, _chunks(len(p)))
     return p
+
+
+def split_sums(p: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
+    """coder._Split's group sums [n, ceil(V / G)] and row sums [n, 1] of p [n, V] float64."""
+    n, V = p.shape
+    sums = np.empty((n, -(-V // G)), dtype=np.float64)
+    totals = np.empty((n, 1), dtype=np.float64)
+    group_sums(np.ascontiguousarray(p), G, sums, totals[:, 0], _chunks(n))
+    return sums, totals
 
 
 def bias_update(bias, f: torch.Tensor, c: torch.Tensor, y: torch.Tensor,

@@ -1,7 +1,8 @@
-"""The start-up self-check of the fused kernels (fused.py): each against its torch reference
-(engine.py, mixer.py, bias.py) on small adversarial inputs. :func:`enable` runs it once per
-process (model.load calls it) and lets fused.available() say yes only if every kernel gave the
-same bits; any failure, a numba error included, leaves the torch reference in charge."""
+"""The start-up self-check of the fused kernels (fused.py): each against its reference
+(engine.py, mixer.py, bias.py, coder.py) on small adversarial inputs. :func:`enable` runs it
+once per process (model.load calls it) and lets fused.available() say yes only if every
+kernel gave the same bits; any failure, a numba error included, leaves the references in
+charge."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from llmzip import engine as E
 from llmzip import fused
 from llmzip import mixer as M
 from llmzip.bias import Bias
+from llmzip.coder import split_sums
 from llmzip.fused import (
     attend,
     attention,
@@ -77,7 +79,7 @@ def _same(a, b) -> bool:
 
 
 def self_check() -> bool:
-    """Every kernel against its torch reference (engine.py, mixer.py, bias.py) on small
+    """Every kernel against its torch reference (engine.py, mixer.py, bias.py, coder.py) on small
     adversarial inputs; True if all give the same bits."""
     return not failures()
 
@@ -174,4 +176,14 @@ def _failures() -> list[str]:
                 bias_update(fb, f2, c, y, ry)
                 check("bias", _same(bias.b, fb.b) and _same(bias.b32, fb.b32)
                       and (bias.g2 is None or _same(bias.g2, fb.g2)))
+        # the split coder's group sums: peaked, flat, tiny rows; V not a multiple of G
+        p = torch.rand(5, 301, generator=gen, dtype=torch.float64).numpy()
+        p /= p.sum(axis=1, keepdims=True)
+        p[1] = 0.0
+        p[1, 300] = 1.0
+        p[2] = 1 / 301
+        p[3, :7] = [1e-300, 5e-324, 2.0**-40, 2.0**-40 * (1 - 2.0**-52), 0.5, 1.0, 0.0]
+        for G in (16, 32):
+            check("split sums", all(_same(a, b) for a, b in zip(
+                split_sums(p, G), fused.split_sums(p, G))))
     return bad

@@ -38,6 +38,8 @@ def describe(f: BinaryIO, name: str) -> str:
         lines.append(f"  model {m.fingerprint.hex()}, {_ENGINES[m.engine]}")
         lines.append(f"  window {m.window} tokens ({m.sinks} sinks), prime {m.prime} tokens")
         lines.append(f"  mixer: {_mixer(m.mix)}")
+        lines.append("  coder: " + ("24-bit range coder, tokens in two parts (group, place)"
+                                    if m.split else "24-bit range coder, whole tokens"))
     counts = {"coded": 0, "lzma": 0, "stored": 0}
     packed = tokens = length = crc = 0
     for index, frame in fmt.frames(f, header):

@@ -234,14 +234,14 @@ class Coding:
     sinks: int
     prime: int
     mix: MixConfig
+    split: bool = False  # tokens coded in two parts (coder.py)
 
 
 def to_section(settings: Settings, fingerprint: bytes, engine: int = fmt.ENGINE_EXACT
                ) -> fmt.ModelSection:
     """The header's model section of a compression with these settings."""
     return fmt.ModelSection(fingerprint, engine, settings.window or DEFAULT_WINDOW,
-                            settings.sinks,
-                            settings.prime, settings.mix.to_bytes())
+                            settings.sinks, settings.prime, settings.mix.to_bytes(), split=True)
 
 
 def from_section(section: fmt.ModelSection) -> Coding:
@@ -257,4 +257,4 @@ def from_section(section: fmt.ModelSection) -> Coding:
     if section.window > MAX_WINDOW:
         raise FormatError("corrupt file: window too large")
     return Coding(section.fingerprint, section.engine, section.window, section.sinks,
-                  section.prime, mix)
+                  section.prime, mix, section.split)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import lzma
 import random
+import struct
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -70,9 +72,25 @@ def test_short_form_is_10_bytes_smaller(tiny_model):
 
 def test_header_roundtrip():
     primed = fmt.ModelSection(b"12345678", fmt.ENGINE_EXACT, 512, 4, 300, b"\x03")
+    split = fmt.ModelSection(b"12345678", fmt.ENGINE_KEYS, 4096, 4, 0, b"\x04", split=True)
     for header in (fmt.Header(1 << 20, SECTION), fmt.Header(77, None),
-                   fmt.Header(1 << 20, primed)):
+                   fmt.Header(1 << 20, primed), fmt.Header(1 << 20, split)):
         assert fmt.Header.read(io.BytesIO(header.to_bytes())) == header
+
+
+def test_new_files_split_tokens_and_say_so(tiny_model):
+    """The split flag (8) is written with the model section, costs no byte, and is read."""
+    blob = llmzip.compress(CORPUS.encode()[:600], model=tiny_model, **TINY)
+    assert blob[6] == fmt.FLAG_MODEL | fmt.FLAG_SHORT | fmt.FLAG_SPLIT  # after magic, version, len
+    assert fmt.Header.read(io.BytesIO(blob)).model.split
+    assert "tokens in two parts" in describe(io.BytesIO(blob), "x")
+    head = fmt.Header(300, None).to_bytes()  # a split flag without a model section: refused
+    body = bytearray(head[6:-4])
+    body[0] |= fmt.FLAG_SPLIT
+    forged = head[:6] + bytes(body)
+    forged += struct.pack("<I", zlib.crc32(forged))
+    with pytest.raises(FormatError, match="unknown header flags"):
+        fmt.Header.read(io.BytesIO(forged))
 
 
 def test_header_and_empty_file_are_compact(tiny_model):

@@ -32,6 +32,11 @@ def test_golden_files_exist():
     assert any(p.parent.name == f"v{fmt.FORMAT_VERSION}" for p in GOLDEN)
     short = fmt.Header.read(io.BytesIO((GOLDEN[0].parent.parent / "v3/short.llmz").read_bytes()))
     assert short.lone is not None and short.model.mix == b"\x04"  # short form, warm start
+    assert not short.model.split
+    for name in ("split", "split-frames"):  # tokens coded in two parts, short and long form
+        split = fmt.Header.read(io.BytesIO((GOLDEN[0].parent.parent / f"v3/{name}.llmz")
+                                           .read_bytes()))
+        assert split.model.split and (split.lone is not None) == (name == "split")
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}/{p.name}")

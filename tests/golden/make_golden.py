@@ -38,6 +38,9 @@ CASES = {
     "lm-only": (TEXT, {"streams": 2, "mix": MixConfig.lm_only()}, True),
     # the short form of one coded frame, the warm-started mixer (mixer settings version 4)
     "short": (TEXT, {"streams": 2}, True),
+    # tokens range-coded in two parts (header flag 8), short and long form
+    "split": (TEXT, {"streams": 2}, True),
+    "split-frames": (CORPUS.encode()[:900], {"streams": 2, "frame_size": 300}, True),
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}, False),
     "stored": (random.Random(0).randbytes(300), {}, False),
     "empty": (b"", {}, False),
