@@ -46,7 +46,9 @@ def pow2(e: torch.Tensor) -> torch.Tensor:
 
 def quantize_rows(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x (float64, [..., K]) -> (q, scale): q integer-valued float64 with |q| <= 2**bits, scale
-    [..., 1] a power of two, x ~= q * scale. Row-wise, exact up to the one rounding of q."""
+    [..., 1] a power of two, x ~= q * scale. Row-wise, exact up to the one rounding of q, for
+    rows whose largest |x| is 0 or at least 2**(bits - 1023) (pow2's range; below it the
+    result is still the same on every machine, but q may not carry the row)."""
     top = x.abs().amax(dim=-1, keepdim=True)
     e = torch.frexp(top).exponent.to(torch.int64)  # top < 2**e
     q = torch.round(x * pow2(bits - e))
