@@ -6,6 +6,8 @@ little-endian. Format 3 (written by this llmzip):
     header  = "LLMZ" version:u8 body_len:varint body header_crc32:4
     body    = flags:u8 [model] frame_size:varint
     model   = fingerprint:8 engine:u8 window:varint sinks:u8 prime:varint mix_len:u8 mix
+            | fingerprint:8 engine:u8 preset:u8    (flag 16: SETTINGS_PRESETS[preset] gives
+                                                    window, sinks, prime and mix)
     frame   = kind:u8 ...
       stored: kind=1 length:varint crc32:4 bytes[length]
       coded:  kind=2 length:varint crc32:4 streams:varint tokens:varint*streams
@@ -34,7 +36,8 @@ records' CRCs of the long form and is checked, over the whole file, before the b
 exponents (keyscale.py). ``mix``: the mixer settings (settings.MixConfig.to_bytes; the single
 bytes 3 and 4 are presets: the defaults of versions 3 and 4).
 ``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it); bit 2:
-the short form.
+the short form; bit 3: tokens coded in two parts (coder.py); bit 4: the model section's
+settings are a preset (5 bytes fewer: what every small input and --best file gets).
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
 is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
@@ -76,6 +79,7 @@ FLAG_MODEL = 1
 FLAG_PORTABLE = 2  # formats 1-2 only
 FLAG_SHORT = 4  # format 3: one coded frame, the short form
 FLAG_SPLIT = 8  # format 3: tokens range-coded in two parts (coder.py), with FLAG_MODEL
+FLAG_PRESET = 16  # format 3: the model section's settings are one byte of SETTINGS_PRESETS
 
 KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
 KIND_END1 = 5
@@ -84,6 +88,10 @@ ENGINE_KEYS = 2  # the same, with the model's key exponents (keyscale.py)
 ENGINE_LEGACY = 0x80  # legacy.py: how --portable files of formats 1-2 were computed
 ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible here
 ENGINES = (ENGINE_EXACT, ENGINE_KEYS)  # what a format-3 header may name
+# Frozen one-byte stand-ins for a model section's (window, sinks, prime, mix): byte 1 is what a
+# small input or --best gets (one stream, a 4096-token window, 4 sinks, no priming, mixer
+# preset 4). Part of the format: an entry is never changed, only added.
+SETTINGS_PRESETS = {1: (4096, 4, 0, b"\x04")}
 _OLD_DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")
 
 
@@ -222,13 +230,26 @@ class Header:
         return _parse_header(Reader(io.BytesIO(body)), version)
 
 
+def _preset(m: ModelSection) -> int | None:
+    for number, settings in SETTINGS_PRESETS.items():
+        if settings == (m.window, m.sinks, m.prime, m.mix):
+            return number
+    return None
+
+
 def _model_flags(m: ModelSection | None) -> int:
-    return 0 if m is None else FLAG_MODEL | (FLAG_SPLIT if m.split else 0)
+    if m is None:
+        return 0
+    return (FLAG_MODEL | (FLAG_SPLIT if m.split else 0)
+            | (FLAG_PRESET if _preset(m) is not None else 0))
 
 
 def _model_bytes(m: ModelSection) -> bytes:
     if len(m.fingerprint) != 8 or len(m.mix) > 255 or m.engine not in ENGINES:
         raise ValueError("bad model section")
+    preset = _preset(m)
+    if preset is not None:
+        return m.fingerprint + bytes([m.engine, preset])
     return (m.fingerprint + bytes([m.engine]) + write_varint(m.window) + bytes([m.sinks])
             + write_varint(m.prime) + bytes([len(m.mix)]) + m.mix)
 
@@ -257,8 +278,8 @@ def _parse_header(r: Reader, version: int) -> Header:
     """A format-3 header body whose CRC matched (the file's, in the short form)."""
     flags = r.u8()
     short = flags & FLAG_SHORT
-    if flags & ~(FLAG_MODEL | FLAG_SHORT | FLAG_SPLIT) or (
-            flags & (FLAG_SHORT | FLAG_SPLIT) and not flags & FLAG_MODEL):
+    if flags & ~(FLAG_MODEL | FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET) or (
+            flags & (FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET) and not flags & FLAG_MODEL):
         raise FormatError("made by a newer llmzip, or corrupt: unknown header flags")
     model = None
     if flags & FLAG_MODEL:
@@ -266,12 +287,20 @@ def _parse_header(r: Reader, version: int) -> Header:
         if engine not in ENGINES:
             raise FormatError(f"made by a newer llmzip, or corrupt: unknown engine {engine}; "
                               "try upgrading llmzip")
-        window = r.varint(MAX_WINDOW, "window")
-        sinks = r.u8()
-        if not 0 <= sinks < window:
-            raise FormatError("corrupt file: bad window")
-        prime = r.varint(MAX_WINDOW, "prime")
-        model = ModelSection(fingerprint, engine, window, sinks, prime, r.bytes(r.u8()),
+        if flags & FLAG_PRESET:
+            number = r.u8()
+            if number not in SETTINGS_PRESETS:
+                raise FormatError(f"made by a newer llmzip, or corrupt: unknown settings "
+                                  f"preset {number}; try upgrading llmzip")
+            window, sinks, prime, mix = SETTINGS_PRESETS[number]
+        else:
+            window = r.varint(MAX_WINDOW, "window")
+            sinks = r.u8()
+            if not 0 <= sinks < window:
+                raise FormatError("corrupt file: bad window")
+            prime = r.varint(MAX_WINDOW, "prime")
+            mix = r.bytes(r.u8())
+        model = ModelSection(fingerprint, engine, window, sinks, prime, mix,
                              bool(flags & FLAG_SPLIT))
     frame_size = MAX_FRAME_SIZE if short else r.varint(MAX_FRAME_SIZE, "frame size")
     if frame_size == 0:

@@ -93,6 +93,31 @@ def test_new_files_split_tokens_and_say_so(tiny_model):
         fmt.Header.read(io.BytesIO(forged))
 
 
+def _forged(body: bytes) -> bytes:
+    """A long-form header around this body, with a correct CRC."""
+    head = b"LLMZ" + bytes([fmt.FORMAT_VERSION, len(body)]) + body
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def test_preset_settings_take_one_byte():
+    """The settings of small inputs and --best are one byte (flag 16); others are written out;
+    an unknown preset or a preset flag without a model section is refused."""
+    preset = fmt.ModelSection(b"12345678", fmt.ENGINE_EXACT, 4096, 4, 0, b"\x04", split=True)
+    other = fmt.ModelSection(b"12345678", fmt.ENGINE_EXACT, 4096, 4, 1, b"\x04", split=True)
+    a, b = fmt.Header(300, preset).to_bytes(), fmt.Header(300, other).to_bytes()
+    assert a[6] & fmt.FLAG_PRESET and not b[6] & fmt.FLAG_PRESET
+    assert len(a) == len(b) - 5
+    assert fmt.Header.read(io.BytesIO(a)).model == preset
+    unknown = bytearray(a[6:-4])
+    unknown[10] = 200  # flags, fingerprint 8, engine, preset
+    with pytest.raises(FormatError, match="unknown settings preset 200"):
+        fmt.Header.read(io.BytesIO(_forged(bytes(unknown))))
+    bare = bytearray(fmt.Header(300, None).to_bytes()[6:-4])
+    bare[0] |= fmt.FLAG_PRESET
+    with pytest.raises(FormatError, match="unknown header flags"):
+        fmt.Header.read(io.BytesIO(_forged(bytes(bare))))
+
+
 def test_header_and_empty_file_are_compact(tiny_model):
     assert len(fmt.Header(1 << 20, SECTION).to_bytes()) <= 42  # default settings
     assert len(llmzip.compress(b"", model=tiny_model)) <= 20  # zstd: 13

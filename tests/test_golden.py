@@ -37,6 +37,8 @@ def test_golden_files_exist():
         split = fmt.Header.read(io.BytesIO((GOLDEN[0].parent.parent / f"v3/{name}.llmz")
                                            .read_bytes()))
         assert split.model.split and (split.lone is not None) == (name == "split")
+    blob = (GOLDEN[0].parent.parent / "v3/preset.llmz").read_bytes()
+    assert blob[6] & fmt.FLAG_PRESET and blob[5] == 11  # flags, fingerprint, engine, preset
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -41,6 +41,9 @@ CASES = {
     # tokens range-coded in two parts (header flag 8), short and long form
     "split": (TEXT, {"streams": 2}, True),
     "split-frames": (CORPUS.encode()[:900], {"streams": 2, "frame_size": 300}, True),
+    # the model section's settings as one preset byte (header flag 16): one stream, window
+    # 4096, 4 sinks, no priming, mixer preset 4
+    "preset": (TEXT, {"streams": 1, "window": 4096, "sinks": 4, "prime": 0}, True),
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}, False),
     "stored": (random.Random(0).randbytes(300), {}, False),
     "empty": (b"", {}, False),
