@@ -99,7 +99,9 @@ class FrameEncoder:
         configure(settings.device, settings.threads)
         self.model = load(settings.model, settings.device)
         longest = longest_window(self.model.llama.config)
-        settings = self.settings = settings.sized(size, frames, longest)
+        settings = settings.sized(size, frames, longest)
+        settings = self.settings = replace(settings, mix=settings.mixer(self.model.mix),
+                                           without=frozenset())
         if longest is not None and settings.window > longest:
             raise ModelError(f"a {settings.window}-token window is too long for this model: it "
                              f"takes at most {longest} (use --context {longest})")

@@ -90,8 +90,9 @@ ENGINE_MACHINE_BOUND = 0x81  # formats 1-2 without --portable: not reproducible 
 ENGINES = (ENGINE_EXACT, ENGINE_KEYS)  # what a format-3 header may name
 # Frozen one-byte stand-ins for a model section's (window, sinks, prime, mix): byte 1 is what a
 # small input or --best gets (one stream, a 4096-token window, 4 sinks, no priming, mixer
-# preset 4). Part of the format: an entry is never changed, only added.
-SETTINGS_PRESETS = {1: (4096, 4, 0, b"\x04")}
+# preset 4), byte 2 the same with the 1.5B model's mixer (preset 7). Part of the format: an
+# entry is never changed, only added.
+SETTINGS_PRESETS = {1: (4096, 4, 0, b"\x04"), 2: (4096, 4, 0, b"\x07")}
 _OLD_DTYPES = ("float32", "bfloat16", "float16", "mixed", "portable")
 
 

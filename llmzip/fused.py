@@ -474,7 +474,7 @@ def _frequency_row(x, bias, use_bias, step, table, f, row, idx, scratch):
             row[j] = x[j]
     top = _max(row, scratch)
     for j in range(V):
-        idx[j] = _table_index(np.rint((top - row[j]) * step), last)
+        idx[j] = _table_index(np.rint(F64(top - row[j]) * step), last)  # exact product
     for j in range(V):
         f[j] = table[idx[j]]
     t = np.int64(0)
@@ -702,9 +702,9 @@ def _padded(scale: torch.Tensor) -> np.ndarray:
     return out
 
 
-def lm_frequencies(x: torch.Tensor, bias: torch.Tensor | None,
-                   table: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """mixer.lm_frequencies(Bias.apply(x)) of logits x [n, V] float32 with the bias b32
+def lm_frequencies(x: torch.Tensor, bias: torch.Tensor | None, table: np.ndarray,
+                   scale: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixer.lm_frequencies(Bias.apply(x), scale) of logits x [n, V] float32 with the bias b32
     ([V] shared or [streams, V]; None: no bias) and the frequency table (float64) ->
     (f [n, V] float64, their row sums [n, 1] float64)."""
     n, V = x.shape
@@ -716,7 +716,7 @@ def lm_frequencies(x: torch.Tensor, bias: torch.Tensor | None,
         b, shared = bias.numpy()[None], True
     else:
         b, shared = bias.numpy(), False
-    frequencies(x.numpy(), b, bias is not None, shared, F32(256.0), table, f.numpy(),
+    frequencies(x.numpy(), b, bias is not None, shared, F64(scale), table, f.numpy(),
                 total.numpy()[:, 0], _chunks(n))
     return f, total
 

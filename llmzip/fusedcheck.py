@@ -157,13 +157,13 @@ def _failures() -> list[str]:
         logits[2, 5] = 1e30
         logits[3] = torch.randn(V, generator=gen) * 30
         table = M._table()
-        for mix in (MixConfig(), MixConfig(bias_adaptive=False)):
+        for mix in (MixConfig(), MixConfig(bias_adaptive=False), MixConfig(lm_scale=240)):
             bias = Bias(V, mix, 6)
             fb = Bias(V, mix, 6)
             for _ in range(3):
-                f = M.lm_frequencies(bias.apply(logits))
+                f = M.lm_frequencies(bias.apply(logits), mix.lm_scale)
                 total = f.sum(dim=1, keepdim=True)
-                f2, total2 = lm_frequencies(logits, fb.b32, table.numpy())
+                f2, total2 = lm_frequencies(logits, fb.b32, table.numpy(), mix.lm_scale)
                 check("lm_frequencies", _same(f, f2) and _same(total, total2))
                 k = torch.rand(6, generator=gen, dtype=torch.float64).numpy() / total[:, 0].numpy()
                 check("mixture", _same((f * torch.from_numpy(k)[:, None]).numpy(),

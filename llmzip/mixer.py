@@ -99,10 +99,11 @@ def _sum_columns(a: np.ndarray) -> np.ndarray:
     return total
 
 
-def lm_frequencies(x: torch.Tensor) -> torch.Tensor:
-    """Format 3: logits (+ bias) [n, V] float32 -> integer frequencies [n, V] float64."""
+def lm_frequencies(x: torch.Tensor, scale: int = int(STEP)) -> torch.Tensor:
+    """Format 3: logits (+ bias) [n, V] float32 -> integer frequencies [n, V] float64, the
+    logits in steps of 1/scale nat (MixConfig.lm_scale: a temperature of 256 / scale)."""
     d = x.amax(dim=1, keepdim=True) - x
-    d = d * STEP
+    d = d.to(F64) * float(scale)  # exact: a float32 times an integer below 2**24
     idx = torch.round(d).clamp_(max=TABLE_SIZE - 1).to(torch.int64)
     return _table()[idx]
 
@@ -189,11 +190,12 @@ class Mixer:
         fast = not self.legacy and fused.usable(x)
         if fast:  # the same bits, fused (fused.py)
             f, total = fused.lm_frequencies(x, None if self.bias is None else self.bias.b32,
-                                            _table64())
+                                            _table64(), self.config.lm_scale)
         else:
             if self.bias is not None:
                 x = self.bias.apply(x)
-            f = legacy_lm_frequencies(x) if self.legacy else lm_frequencies(x)
+            f = (legacy_lm_frequencies(x) if self.legacy
+                 else lm_frequencies(x, self.config.lm_scale))
             total = f.sum(dim=1, keepdim=True)  # exact: integers below 2**53
         if self.n_comp == 0:
             self._state = (f, total, None)

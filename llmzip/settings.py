@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from llmzip import container as fmt
 from llmzip.errors import FormatError
@@ -28,10 +28,12 @@ MAX_WINDOW = 1 << 13  # the engine's exact value product holds up to this window
 # mixture of llmzip 0.1's machine-bound mode) is refused.
 _MIX_V1 = "<BBBBBee"  # version, flags, ngram_order, match_min, table_bits, lrs (half)
 _MIX_V2 = _MIX_V1 + "BBe"
+_MIX_V6 = _MIX_V2 + "H"  # version 6: version 5's fields (flags2 bit 1: warm) and lm_scale
 # Version 3 is the single byte 3: the settings of PRESET_3 (the defaults of its day, frozen
 # here: changing a default later does not change what this byte means). Version 4 is the single
 # byte 4: PRESET_4, today's defaults (PRESET_3 with the warm start). Version 5 is version 2's
 # layout whose flags2 bit 1 is the warm start (mixer.py), written for any other settings with it.
+# Version 6 appends lm_scale (u16), written whenever it is not 256.
 _GEOMETRIC = 16
 
 
@@ -73,6 +75,9 @@ class MixConfig:
     recall_theta: float = 48.0
     # The gating weights start from mixer.py's trained table, not flat. False before version 4.
     warm: bool = True
+    # The LM's logits (plus the bias) in steps of 1/lm_scale nat (mixer.lm_frequencies): a
+    # temperature of 256 / lm_scale. 256 before version 6.
+    lm_scale: int = 256
 
     def __post_init__(self) -> None:
         if not 1 <= self.ngram_order <= 8:
@@ -86,6 +91,8 @@ class MixConfig:
         _half("recall_theta", self.recall_theta)
         if not 8 <= self.recall_bits <= 24:
             raise ValueError("recall_bits must be in 8..24")
+        if not 64 <= self.lm_scale <= 1024:
+            raise ValueError("lm_scale must be in 64..1024")
 
     @classmethod
     def lm_only(cls) -> MixConfig:
@@ -108,6 +115,8 @@ class MixConfig:
             per = "token" if self.bias_sum else "step"
             parts.append(f"bias {rule} lr {self.bias_lr:g} per {per}")
         parts.append(f"linear mixing lr {self.mix_lr:g}" + (", warm start" if self.warm else ""))
+        if self.lm_scale != 256:
+            parts.append(f"LM temperature {256 / self.lm_scale:.4g}")
         parts.append(f"tables 2^{self.table_bits}")
         parts.append("shared by the streams" if self.shared else "per stream")
         return ", ".join(parts)
@@ -119,6 +128,9 @@ class MixConfig:
         flags = (self.ngram | self.match << 1 | self.bias << 2 | self.shared << 3
                  | self.bias_sum << 5 | self.bias_adaptive << 6)
         v1 = (self.ngram_order, self.match_min, self.table_bits, self.bias_lr, self.mix_lr)
+        if self.lm_scale != 256:
+            return struct.pack(_MIX_V6, 6, flags, *v1, self.recall | self.warm << 1,
+                               self.recall_bits, self.recall_theta, self.lm_scale)
         if self.warm:
             return struct.pack(_MIX_V2, 5, flags, *v1, self.recall | 2, self.recall_bits,
                                self.recall_theta)
@@ -133,7 +145,7 @@ class MixConfig:
         if data in _PRESETS:
             return _PRESETS[data]
         version = data[0] if data else None
-        layout = {1: _MIX_V1, 2: _MIX_V2, 5: _MIX_V2}.get(version)
+        layout = {1: _MIX_V1, 2: _MIX_V2, 5: _MIX_V2, 6: _MIX_V6}.get(version)
         if layout is None and version is not None:
             raise UnknownSettings(f"unknown mixer settings version {version}")
         if layout is None or len(data) != struct.calcsize(layout):
@@ -143,24 +155,32 @@ class MixConfig:
             raise UnknownSettings(f"unknown mixer flags {flags:#04x}")
         if flags & _GEOMETRIC:
             raise UnknownSettings("the geometric mixture of llmzip 0.1's machine-bound mode")
-        flags2, recall_bits, theta = v2 or (0, 16, 48.0)
-        if flags2 >> (2 if version == 5 else 1):
+        flags2, recall_bits, theta, lm_scale = [*v2, 256][:4] if v2 else (0, 16, 48.0, 256)
+        if flags2 >> (2 if version in (5, 6) else 1):
             raise UnknownSettings(f"unknown mixer flags2 {flags2:#04x}")
         if version == 2 and not flags2:
             raise ValueError("mixer settings version 2 without recall")
         if version == 5 and not flags2 & 2:
             raise ValueError("mixer settings version 5 without the warm start")
+        if version == 6 and lm_scale == 256:
+            raise ValueError("mixer settings version 6 at temperature 1")
         return cls(bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8), order,
                    match_min, bits, float(bias_lr), float(mix_lr), bool(flags & 32),
                    bool(flags & 64), bool(flags2 & 1), recall_bits, float(theta),
-                   bool(flags2 & 2))
+                   bool(flags2 & 2), lm_scale)
 
 
 PRESET_3 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0,
                      False)
 PRESET_4 = MixConfig(True, True, True, True, 4, 6, 20, 0.5, 0.25, True, True, True, 16, 48.0,
                      True)
-_PRESETS = {b"\x03": PRESET_3, b"\x04": PRESET_4}  # one-byte mixer settings: frozen
+# The 1.5B model's (model.py): its bias head steps a quarter as far, the LM at temperature
+# 256 / 240 = 1.067, no recall (benchmarks/RESULTS.md, "The 1.5B model's mixer").
+PRESET_7 = replace(PRESET_4, bias_lr=0.125, recall=False, lm_scale=240)
+_PRESETS = {b"\x03": PRESET_3, b"\x04": PRESET_4, b"\x07": PRESET_7}  # one byte each: frozen
+
+
+COMPONENTS = frozenset({"ngram", "match", "bias", "recall"})  # the mixer's switchable parts
 
 
 @dataclass(frozen=True)
@@ -177,7 +197,8 @@ class Settings:
     workers: int | None = None  # frames coded in parallel processes (parallel.py); same output
     cluster: str | None = None  # a Ray address ("local", "auto", "ray://..."); same output
     frame_size: int = DEFAULT_FRAME_SIZE
-    mix: MixConfig = field(default_factory=MixConfig)
+    mix: MixConfig | None = None  # None: the model's own (model.py), MixConfig() by default
+    without: frozenset[str] = frozenset()  # mixer components switched off (--no-ngram ...)
 
     def __post_init__(self) -> None:
         if self.streams is not None and not 1 <= self.streams <= fmt.MAX_STREAMS:
@@ -195,6 +216,12 @@ class Settings:
             raise ValueError("threads must be in 1..255")
         if self.workers is not None and not 1 <= self.workers <= 1024:
             raise ValueError("workers must be in 1..1024")
+        if not self.without <= COMPONENTS:
+            raise ValueError(f"unknown mixer components {sorted(self.without - COMPONENTS)}")
+
+    def mixer(self, default: MixConfig) -> MixConfig:
+        """The mixer settings: ``mix``, else the model's ``default``, less ``without``."""
+        return replace(self.mix or default, **{name: False for name in self.without})
 
 
     def sized(self, size: int | None, frames: int | None, longest: int | None = None
@@ -240,8 +267,9 @@ class Coding:
 def to_section(settings: Settings, fingerprint: bytes, engine: int = fmt.ENGINE_EXACT
                ) -> fmt.ModelSection:
     """The header's model section of a compression with these settings."""
+    mix = settings.mixer(MixConfig())
     return fmt.ModelSection(fingerprint, engine, settings.window or DEFAULT_WINDOW,
-                            settings.sinks, settings.prime, settings.mix.to_bytes(), split=True)
+                            settings.sinks, settings.prime, mix.to_bytes(), split=True)
 
 
 def from_section(section: fmt.ModelSection) -> Coding:

@@ -207,8 +207,8 @@ def test_attention_and_the_cache(heads, b, window, sinks, keys, seed):
 
 @FEW
 @given(n=st.integers(1, 8), v=st.integers(1, 3000), bias=st.sampled_from([None, 1, 2]),
-       seed=st.integers(0, 2**16))
-def test_lm_frequencies_and_the_mixture(n, v, bias, seed):
+       seed=st.integers(0, 2**16), scale=st.sampled_from([256, 240, 255, 257, 64, 1024]))
+def test_lm_frequencies_and_the_mixture(n, v, bias, seed, scale):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-6000, 6000, (n, v), generator=gen).float() / 512  # ties at .5 steps
     x[-1] = torch.randn(v, generator=gen) * 20
@@ -218,8 +218,8 @@ def test_lm_frequencies_and_the_mixture(n, v, bias, seed):
                                               generator=gen) * 0.25
     with fused.disabled():
         xb = x if b is None else x + (b if b.ndim == 1 else b[:n])
-        ref = M.lm_frequencies(xb)
-    f, total = fused.lm_frequencies(x, b, M._table64())
+        ref = M.lm_frequencies(xb, scale)
+    f, total = fused.lm_frequencies(x, b, M._table64(), scale)
     assert same(ref, f)
     assert same(ref.sum(dim=1, keepdim=True), total)
     k = torch.rand(n, generator=gen, dtype=torch.float64).numpy() / total[:, 0].numpy()

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmzip.mixer import Mixer
-from llmzip.settings import PRESET_3, PRESET_4, MixConfig
+from llmzip.settings import PRESET_3, PRESET_4, PRESET_7, MixConfig
 
 V = 300
 RECALL_ONLY = MixConfig(ngram=False, match=False, bias=False)
@@ -124,16 +124,18 @@ _halves = st.integers(0, 0x7BFF).map(
        order=st.integers(1, 8), match_min=st.integers(1, 32),
        bits=st.integers(10, 24), bias_lr=_halves, mix_lr=_halves, bias_sum=st.booleans(),
        bias_adaptive=st.booleans(), recall=st.booleans(), recall_bits=st.integers(8, 24),
-       theta=_halves, warm=st.booleans())
+       theta=_halves, warm=st.booleans(), scale=st.sampled_from([256, 240, 64, 1024, 300]))
 def test_config_bytes_roundtrip(ngram, match, bias, shared, order, match_min, bits,
                                 bias_lr, mix_lr, bias_sum, bias_adaptive, recall, recall_bits,
-                                theta, warm):
+                                theta, warm, scale):
     config = MixConfig(ngram, match, bias, shared, order, match_min, bits,
                        bias_lr, mix_lr, bias_sum, bias_adaptive, recall,
-                       recall_bits if recall else 16, theta if recall else 48.0, warm)
+                       recall_bits if recall else 16, theta if recall else 48.0, warm, scale)
     data = config.to_bytes()
-    # without recall or warm start: version 1, as before; the presets: one byte
-    assert len(data) == (1 if config in (PRESET_3, PRESET_4) else 13 if recall or warm else 9)
+    # without recall or warm start: version 1, as before; a temperature: version 6; the
+    # presets: one byte
+    size = 15 if scale != 256 else 13 if recall or warm else 9
+    assert len(data) == (1 if config in (PRESET_3, PRESET_4, PRESET_7) else size)
     assert MixConfig.from_bytes(data) == config
 
 
@@ -145,6 +147,7 @@ def test_default_config_roundtrip():
 V1 = MixConfig(recall=False, warm=False).to_bytes()
 V2 = MixConfig(bias_lr=1.0, warm=False).to_bytes()
 V5 = MixConfig(bias_lr=1.0).to_bytes()
+V6 = MixConfig(lm_scale=300).to_bytes()
 
 
 def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
@@ -159,6 +162,11 @@ def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
     assert len(V2) == 13 and MixConfig.from_bytes(V2) == MixConfig(bias_lr=1.0, warm=False)
     assert V5[0] == 5 and MixConfig.from_bytes(V5) == MixConfig(bias_lr=1.0)
     assert MixConfig.from_bytes(MixConfig(recall=False).to_bytes()) == MixConfig(recall=False)
+    # byte 7: the 1.5B model's mixer (model.py), frozen like the others
+    assert PRESET_7.to_bytes() == b"\x07" and MixConfig.from_bytes(b"\x07") == PRESET_7
+    assert MixConfig(bias_lr=0.125, recall=False, lm_scale=240) == PRESET_7
+    assert V6[0] == 6 and len(V6) == 15 and MixConfig.from_bytes(V6) == MixConfig(lm_scale=300)
+    assert "LM temperature 0.8533" in MixConfig(lm_scale=300).describe()
 
 
 @pytest.mark.parametrize("data", [
@@ -181,7 +189,11 @@ def test_the_defaults_are_one_byte_and_that_byte_is_frozen():
     b"\x01" + V2[1:],  # version 1 with version 2's length
     V5[:9] + b"\x07" + V5[10:],  # unknown flags2 of version 5
     V5[:9] + b"\x01" + V5[10:],  # version 5 without the warm start
-    b"\x06" + V5[1:],  # unknown version
+    b"\x06" + V5[1:],  # version 6 with version 5's length
+    b"\x08" + V6[1:],  # unknown version
+    V6[:-2] + b"\x00\x01",  # version 6 at temperature 1
+    V6[:-2] + b"\x3f\x00",  # lm_scale 63
+    V6[:-2] + b"\x01\x04",  # lm_scale 1025
 ])
 def test_bad_config_bytes_are_rejected(data):
     with pytest.raises(ValueError):

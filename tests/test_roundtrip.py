@@ -179,3 +179,31 @@ def test_small_inputs_get_one_stream_over_a_long_window(tiny_model, size, window
     frame = next(fmt.frames(f, header))[1]
     assert header.model.window == window
     assert isinstance(frame, fmt.CodedFrame) and (len(frame.tokens) == 1) == one
+
+
+def test_each_model_brings_its_mixer(tiny_model, monkeypatch):
+    """A model's own mixer settings (model.py: the 1.5B model's preset 7, with a temperature)
+    are what its files get, less the components switched off; they round-trip, and a small
+    input's header holds them as one preset byte."""
+    from llmzip.model import MODELS, load
+    from llmzip.settings import PRESET_7, MixConfig, Settings
+
+    assert MODELS["qwen2.5-coder-1.5b"].mix == PRESET_7
+    assert MODELS["smollm2-135m"].mix == MixConfig()
+    assert Settings(without=frozenset({"recall"})).mixer(PRESET_7) == PRESET_7
+    assert not Settings(without=frozenset({"match"})).mixer(PRESET_7).match
+    assert Settings(mix=MixConfig()).mixer(PRESET_7) == MixConfig()  # said explicitly: kept
+    with pytest.raises(ValueError, match="unknown mixer components"):
+        Settings(without=frozenset({"bogus"}))
+    monkeypatch.setattr(load(tiny_model), "mix", PRESET_7)
+    data = CORPUS.encode()[:700]
+    blob = llmzip.compress(data, model=tiny_model, threads=1)
+    header = fmt.Header.read(io.BytesIO(blob))
+    assert header.model.mix == b"\x07" and blob[6] & fmt.FLAG_PRESET and blob[5] == 11
+    assert llmzip.decompress(blob, model=tiny_model) == data
+    off = llmzip.compress(data, model=tiny_model, threads=1, without=frozenset({"match"}))
+    mix = MixConfig.from_bytes(fmt.Header.read(io.BytesIO(off)).model.mix)
+    assert mix == MixConfig(bias_lr=0.125, recall=False, lm_scale=240, match=False)
+    assert llmzip.decompress(off, model=tiny_model) == data
+    plain = llmzip.compress(data, model=tiny_model, threads=1, mix=MixConfig())
+    assert header.lone != fmt.Header.read(io.BytesIO(plain)).lone  # other probabilities coded
