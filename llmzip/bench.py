@@ -349,7 +349,8 @@ def measure_llmzip(data: bytes, settings: Settings, path: str, label: str,
         try:
             start = time.perf_counter()
             dstats = codec.decompress_stream(io.BytesIO(blob), back, model=settings.model,
-                                             progress=cb)
+                                             progress=cb, threads=settings.threads,
+                                             device=settings.device)
             td = time.perf_counter() - start
             dtokens = dstats.tokens / max(td, 1e-9)
             ok = back.getvalue() == data

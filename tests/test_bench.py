@@ -231,3 +231,22 @@ def test_benchmark_scripts_still_run(script):
                           capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_decompression_runs_with_the_settings_threads(tiny_model, monkeypatch):
+    """`bench --threads N` times both directions on N threads (decompression took the
+    machine's thread count before, which skewed its speed on a busy machine)."""
+    from llmzip import codec
+    from llmzip.settings import Settings
+
+    seen = {}
+    real = codec.decompress_stream
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "decompress_stream", spy)
+    record = bench.measure_llmzip(CORPUS.encode()[:200], Settings(model=tiny_model, threads=1),
+                                  "x", "x")
+    assert record.roundtrip_ok and seen["threads"] == 1 and seen["device"] == "cpu"
