@@ -34,7 +34,7 @@ records' CRCs of the long form and is checked, over the whole file, before the b
 
 ``engine``: 1, the exact integer engine (engine.py); 2, the same with the model's key
 exponents (keyscale.py). ``mix``: the mixer settings (settings.MixConfig.to_bytes; the single
-bytes 3 and 4 are presets: the defaults of versions 3 and 4).
+bytes 3, 4 and 7 are presets: the defaults of versions 3 and 4, the 1.5B model's settings).
 ``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it); bit 2:
 the short form; bit 3: tokens coded in two parts (coder.py); bit 4: the model section's
 settings are a preset (5 bytes fewer: what every small input and --best file gets).

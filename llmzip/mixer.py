@@ -4,10 +4,12 @@
     p    = w_0 * p_lm + sum_j w_j * q_j       (the linear mixture)
 
 ``f`` are exact integers, so their sum is exact and ``p_lm`` is the same float64 array
-everywhere. Format 3 takes them from a table: ``f = T[round(256 (max - x))]`` with
+everywhere. Format 3 takes them from a table: ``f = T[round(s (max - x))]`` with
 ``T[i] = max(1, round(2**32 exp(-i / 256)))`` over the logits x (plus the bias head's b):
-logits in steps of 1/256 nat, which costs nothing measurable and replaces an exp over the
-vocabulary by one lookup. The legacy arithmetic of formats 1-2 computes
+logits in steps of 1/s nat (s = MixConfig.lm_scale, 256 by default: a temperature of 256 / s;
+``max - x`` is float32 and s an integer, so the product is exact in float64), which costs
+nothing measurable and replaces an exp over the vocabulary by one lookup.
+The legacy arithmetic of formats 1-2 computes
 ``f = max(1, round(2**36 exp(x + b - max)))`` with exactmath's polynomial.
 
 The q_j are sparse distributions: one per n-gram order (ngram.py: counts of a context's
