@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_SEGMENT_TOKENS = 1024  # automatic stream count: segments at least this long
+MIN_SEGMENT_TOKENS = 2560  # automatic stream count: segments at least this long (issue 22)
 MAX_AUTO_STREAMS = 64  # automatic stream count: more gives little speed and costs KV memory
 
 

@@ -9,6 +9,7 @@ import click
 
 from llmzip import container as fmt
 from llmzip import settings as st
+from llmzip.layout import MAX_AUTO_STREAMS, MIN_SEGMENT_TOKENS
 
 model_option = click.option(
     "--model", metavar="NAME|PATH", envvar="LLMZIP_MODEL",
@@ -34,8 +35,8 @@ _SETTINGS_OPTIONS = [
     model_option,
     click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
                  help="Streams coded in lockstep per frame [default: by input size: 1 for "
-                 f"one frame of at most {st.SMALL_INPUT // 1024} KiB, else a stream per 1024 "
-                 "tokens, at most 64]."),
+                 f"one frame of at most {st.SMALL_INPUT // 1024} KiB, else a stream per "
+                 f"{MIN_SEGMENT_TOKENS} tokens, at most {MAX_AUTO_STREAMS}]."),
     click.option("--context", "window", type=click.IntRange(8, st.MAX_WINDOW),
                  help=f"Context window (tokens), at most half the model's trained positions "
                  f"[default: by input size: {st.BEST_WINDOW} for one frame of at most "

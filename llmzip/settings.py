@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from llmzip import container as fmt
 from llmzip.errors import FormatError
 
-DEFAULT_WINDOW = 512  # tokens of context per stream (see benchmarks/RESULTS.md)
+DEFAULT_WINDOW = 2048  # tokens of context per stream (benchmarks/RESULTS.md, issue 22)
 BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
 SMALL_INPUT = 16 << 10  # bytes: an input of one frame this small is coded as --best codes it
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
@@ -235,7 +235,7 @@ class Settings:
         input                       window   streams per frame
         ==========================  =======  ===================================
         one frame of <= 16 KiB      4096     1 (the whole text in one context)
-        anything larger             512      tokens / 1024, at most 64 (layout)
+        anything larger             2048     tokens / 2560, at most 64 (layout)
         ==========================  =======  ===================================
 
         The result has a window (an automatic one at most ``longest``, the model's

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import llmzip
 from llmzip import container as fmt
+from llmzip.settings import BEST_WINDOW, DEFAULT_WINDOW
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
@@ -153,7 +154,7 @@ def test_split_decoder_rejects_a_token_past_the_vocabulary():
 
 
 def test_settings_by_input_size_table():
-    from llmzip.settings import BEST_WINDOW, DEFAULT_WINDOW, SMALL_INPUT, Settings
+    from llmzip.settings import SMALL_INPUT, Settings
 
     auto = Settings()
     assert (auto.sized(SMALL_INPUT, 1).window, auto.sized(SMALL_INPUT, 1).streams) == (
@@ -169,7 +170,8 @@ def test_settings_by_input_size_table():
     assert Settings(streams=2).sized(10, 1).window == BEST_WINDOW
 
 
-@pytest.mark.parametrize("size, window, one", [(3000, 4096, True), (17000, 512, False)])
+@pytest.mark.parametrize("size, window, one", [(3000, BEST_WINDOW, True),
+                                                (17000, DEFAULT_WINDOW, False)])
 def test_small_inputs_get_one_stream_over_a_long_window(tiny_model, size, window, one):
     data = (CORPUS.encode() * 40)[:size]
     blob = llmzip.compress(data, model=tiny_model, threads=1)
