@@ -129,7 +129,8 @@ class FrameEncoder:
 
     def _code(self, data: bytes, crc: int, tokens: np.ndarray,
               progress: Progress | None) -> fmt.CodedFrame:
-        layout = Layout.split(len(tokens), self.settings.streams, self.coding.prime)
+        layout = Layout.split(len(tokens), self.settings.streams, self.coding.prime,
+                              self.settings.segment)
         table = layout.scatter(tokens)  # [streams, steps]
         encoder = Encoder(self.coding.split)
 

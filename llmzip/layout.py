@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_SEGMENT_TOKENS = 2560  # automatic stream count: segments at least this long (issue 22)
 MAX_AUTO_STREAMS = 64  # automatic stream count: more gives little speed and costs KV memory
 
 
@@ -36,9 +35,10 @@ def even_lengths(total: int, streams: int, prime: int) -> tuple[int, ...]:
     return tuple(lengths)
 
 
-def auto_streams(n_tokens: int) -> int:
-    """The stream count compress picks for a frame of n tokens."""
-    return min(MAX_AUTO_STREAMS, max(1, n_tokens // MIN_SEGMENT_TOKENS))
+def auto_streams(n_tokens: int, segment: int) -> int:
+    """The stream count compress picks for a frame of n tokens: segments of at least
+    ``segment`` tokens (the level's, settings.LEVELS), at most MAX_AUTO_STREAMS of them."""
+    return min(MAX_AUTO_STREAMS, max(1, n_tokens // segment))
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,13 @@ class Layout:
             raise ValueError("stream lengths must be positive and end in order")
 
     @classmethod
-    def split(cls, n_tokens: int, streams: int | None, prime: int) -> Layout:
-        """The usual split of n tokens over ``streams`` (None: :func:`auto_streams`); fewer
-        streams when the tokens after the prime do not give each stream one."""
+    def split(cls, n_tokens: int, streams: int | None, prime: int,
+              segment: int | None = None) -> Layout:
+        """The usual split of n tokens over ``streams`` (None: :func:`auto_streams` with
+        ``segment``, one stream if that is None too); fewer streams when the tokens after the
+        prime do not give each stream one."""
         if streams is None:
-            streams = auto_streams(n_tokens)
+            streams = 1 if segment is None else auto_streams(n_tokens, segment)
         streams = max(1, min(streams, n_tokens - prime))
         return cls(even_lengths(n_tokens, streams, prime), prime)
 

@@ -9,7 +9,7 @@ import click
 
 from llmzip import container as fmt
 from llmzip import settings as st
-from llmzip.layout import MAX_AUTO_STREAMS, MIN_SEGMENT_TOKENS
+from llmzip.layout import MAX_AUTO_STREAMS
 
 model_option = click.option(
     "--model", metavar="NAME|PATH", envvar="LLMZIP_MODEL",
@@ -31,21 +31,29 @@ device_options = [
                  "(needs llmzip[cluster]); the output is the same bytes."),
 ]
 
+# zstd's and gzip's ladder: -1 (--fast) .. -9 (--best), settings.LEVELS; -2 .. -8 are listed in
+# -1's help only. A given --streams or --context still wins.
+_LEVEL_FLAGS = [
+    (n, ("--fast",) if n == 1 else ("--best",) if n == st.BEST_LEVEL else (),
+     f"Level 1 of 1..{st.BEST_LEVEL}, the fastest: a {st.LEVELS[1].window}-token window, a "
+     f"stream per {st.LEVELS[1].segment} tokens (-2 .. -{st.BEST_LEVEL - 1} in between, "
+     f"{st.DEFAULT_LEVEL} the default: README \"Levels\")." if n == 1 else
+     f"Level {n}: the best ratio, slowest: one stream per frame, a "
+     f"{st.LEVELS[n].window}-token window." if n == st.BEST_LEVEL else None)
+    for n in sorted(st.LEVELS)
+]
+
 _SETTINGS_OPTIONS = [
     model_option,
+    *(click.option(f"-{n}", *names, "level", flag_value=n, help=text, hidden=text is None)
+      for n, names, text in _LEVEL_FLAGS),
     click.option("--streams", type=click.IntRange(1, fmt.MAX_STREAMS),
-                 help="Streams coded in lockstep per frame [default: by input size: 1 for "
-                 f"one frame of at most {st.SMALL_INPUT // 1024} KiB, else a stream per "
-                 f"{MIN_SEGMENT_TOKENS} tokens, at most {MAX_AUTO_STREAMS}]."),
+                 help="Streams coded in lockstep per frame [default: by level and input "
+                 "size, README \"Levels\"; at most "
+                 f"{MAX_AUTO_STREAMS}]."),
     click.option("--context", "window", type=click.IntRange(8, st.MAX_WINDOW),
-                 help=f"Context window (tokens), at most half the model's trained positions "
-                 f"[default: by input size: {st.BEST_WINDOW} for one frame of at most "
-                 f"{st.SMALL_INPUT // 1024} KiB, else {st.DEFAULT_WINDOW}; {st.BEST_WINDOW} "
-                 "with --best]."),
-    click.option("--best", is_flag=True,
-                 help=f"Best ratio, slowest: one stream per frame and a {st.BEST_WINDOW}-token "
-                 f"window (--streams 1 --context {st.BEST_WINDOW}; either flag given "
-                 "still wins)."),
+                 help="Context window (tokens), at most half the model's trained positions "
+                 "[default: by level and input size, README \"Levels\"]."),
     click.option("--prime", type=click.IntRange(0, fmt.MAX_WINDOW),
                  default=st.DEFAULT_PRIME, show_default=True,
                  help="Tokens the first stream codes alone before the others start from its "
@@ -78,21 +86,18 @@ def device_options_of(f: Callable) -> Callable:
     return f
 
 
-def settings_from(model: str | None, streams: int | None, window: int | None, best: bool,
-                  prime: int, portable: bool, device: str, threads: int | None,
+def settings_from(model: str | None, level: int | None, streams: int | None,
+                  window: int | None, prime: int, portable: bool, device: str, threads: int | None,
                   workers: int | None, cluster: str | None, frame_size: int, no_ngram: bool,
                   no_match: bool, no_bias: bool, no_recall: bool) -> st.Settings:
     """Settings from the options of settings_options(); a bad combination is a UsageError.
-    ``--best`` only changes the defaults of --streams and --context; left unset, they are
-    chosen by input size (Settings.sized)."""
-    if window is None and best:
-        window = st.BEST_WINDOW
-    if streams is None and best:
-        streams = 1
+    A level (``-1`` .. ``-9``, None: the default) only chooses what --streams and --context
+    leave unset, by input size (Settings.sized)."""
     switches = {"ngram": no_ngram, "match": no_match, "bias": no_bias, "recall": no_recall}
     without = frozenset(name for name, off in switches.items() if off)
     try:
-        return st.Settings(model=model, streams=streams, window=window, prime=prime,
+        return st.Settings(model=model, level=level or st.DEFAULT_LEVEL, streams=streams,
+                           window=window, prime=prime,
                            device=device, threads=threads, workers=workers, cluster=cluster,
                            frame_size=frame_size, without=without)
     except ValueError as e:

@@ -104,6 +104,11 @@ def _spread(ys: Sequence[float], gap: float) -> list[float]:
     return out
 
 
+def _ours(r: Record) -> bool:
+    """llmzip's row: "llmzip", or "llmzip -N" for one of its levels."""
+    return r.compressor.split(" ")[0] == LLMZIP
+
+
 def plot(records: Sequence[Record], path: str) -> None:
     """Bits per byte against compress throughput (log x), one panel per input. Published
     references, which have no speed, are hollow markers in a strip at the left."""
@@ -123,16 +128,27 @@ def plot(records: Sequence[Record], path: str) -> None:
         lo, hi = (min(xs), max(xs)) if xs else (1.0, 10.0)
         y_span = max([r.bpb for r in rows if r.bpb is not None] + [1.0])
         by_speed = sorted(measured, key=lambda r: r.compress_kbps)
+        ladder = [r for r in by_speed if _ours(r)]
+        if len(ladder) > 1:  # levels of llmzip (compressor "llmzip -N"): one line through them
+            ax.plot([r.compress_kbps for r in ladder], [r.bpb for r in ladder],
+                    color=colors[LLMZIP], linewidth=0.8, zorder=2)
         for r, nxt in zip(by_speed, [*by_speed[1:], None]):
             # a close right neighbour (in both axes) gets the right side: label this one left
             left = (nxt is not None and nxt.compress_kbps < 5 * r.compress_kbps
                     and abs(nxt.bpb - r.bpb) < 0.08 * y_span)
-            ax.scatter(r.compress_kbps, r.bpb, s=130 if r.compressor == LLMZIP else 60,
-                       marker="*" if r.compressor == LLMZIP else "o",
-                       color=colors.get(r.compressor, "k"), zorder=3)
-            ax.annotate(r.compressor, (r.compress_kbps, r.bpb), textcoords="offset points",
+            name = r.compressor
+            if len(ladder) > 1 and _ours(r):  # the level alone, below its star
+                name, left = name.split(" ", 1)[1], False
+            ax.scatter(r.compress_kbps, r.bpb, s=130 if _ours(r) else 60,
+                       marker="*" if _ours(r) else "o",
+                       color=colors[LLMZIP] if _ours(r) else colors.get(r.compressor, "k"),
+                       zorder=3)
+            ax.annotate(name, (r.compress_kbps, r.bpb), textcoords="offset points",
                         xytext=(-6 if left else 6, 5), ha="right" if left else "left",
                         fontsize=8)
+        if len(ladder) > 1:
+            ax.annotate(f"{LLMZIP} levels", (ladder[-1].compress_kbps, ladder[-1].bpb),
+                        textcoords="offset points", xytext=(10, -14), fontsize=8)
         if refs:
             ref_x = lo / 8
             ax.axvline(lo / 3, color="0.7", linestyle="--", linewidth=0.8)

@@ -15,9 +15,39 @@ from dataclasses import dataclass, replace
 from llmzip import container as fmt
 from llmzip.errors import FormatError
 
-DEFAULT_WINDOW = 2048  # tokens of context per stream (benchmarks/RESULTS.md, issue 22)
-BEST_WINDOW = 4096  # --best: the longest window the default model takes (llama.longest_window)
-SMALL_INPUT = 16 << 10  # bytes: an input of one frame this small is coded as --best codes it
+
+@dataclass(frozen=True)
+class Level:
+    """One rung of the level ladder: the context window and the tokens per stream (None: one
+    stream per frame) of a frame whose stream count is automatic."""
+
+    window: int
+    segment: int | None
+
+
+# The level ladder (-1 .. -9, README "Levels", figures in benchmarks/RESULTS.md): one table.
+# A step costs about the same at any stream count here (the weights and the cache are read
+# once per step), so time goes with the tokens per stream and ratio with the window and with
+# fewer cold starts. Level 5 is the default, 9 is --best. Nothing here is stored in a file:
+# the header holds the window, the priming and each frame's stream count.
+LEVELS = {
+    1: Level(512, 1024),
+    2: Level(1024, 1024),
+    3: Level(1024, 1536),
+    4: Level(2048, 2048),
+    5: Level(2048, 2560),
+    6: Level(2048, 4096),
+    7: Level(4096, 4096),
+    8: Level(4096, 8192),
+    9: Level(4096, None),
+}
+DEFAULT_LEVEL = 5
+BEST_LEVEL = max(LEVELS)
+SMALL_FROM_LEVEL = DEFAULT_LEVEL  # from here up, a small input is coded as the best level is
+DEFAULT_WINDOW = LEVELS[DEFAULT_LEVEL].window  # tokens of context per stream (issue 22)
+BEST_WINDOW = LEVELS[BEST_LEVEL].window  # the longest window the default model takes
+SMALL_INPUT = 16 << 10  # bytes: an input of one frame this small fits the best level's window
+
 DEFAULT_SINKS = 4  # first tokens of a stream kept in the window for good (attention sinks)
 DEFAULT_FRAME_SIZE = 1 << 20  # bytes of input per frame: bounds memory, sets the most streams
 DEFAULT_PRIME = 128  # steps stream 0 runs alone to give the other streams a context
@@ -188,8 +218,9 @@ class Settings:
     """Compression settings. Those the decoder must reproduce go into the header."""
 
     model: str | None = None  # name or path; None: $LLMZIP_MODEL or the installed default
-    streams: int | None = None  # None: by input size (:meth:`sized`), then layout.py
-    window: int | None = None  # None: by input size (:meth:`sized`)
+    level: int = DEFAULT_LEVEL  # the ladder's rung (LEVELS) for what is left automatic
+    streams: int | None = None  # None: by level and input size (:meth:`sized`), then layout.py
+    window: int | None = None  # None: by level and input size (:meth:`sized`)
     sinks: int = DEFAULT_SINKS
     prime: int = DEFAULT_PRIME  # 0: every stream starts cold (predictor.py)
     device: str = "cpu"  # where this run computes; the output is the same everywhere
@@ -201,6 +232,8 @@ class Settings:
     without: frozenset[str] = frozenset()  # mixer components switched off (--no-ngram ...)
 
     def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be in {min(LEVELS)}..{max(LEVELS)}")
         if self.streams is not None and not 1 <= self.streams <= fmt.MAX_STREAMS:
             raise ValueError(f"streams must be in 1..{fmt.MAX_STREAMS}")
         window = self.window or DEFAULT_WINDOW
@@ -223,27 +256,30 @@ class Settings:
         """The mixer settings: ``mix``, else the model's ``default``, less ``without``."""
         return replace(self.mix or default, **{name: False for name in self.without})
 
+    @property
+    def segment(self) -> int | None:
+        """Tokens per stream where the stream count is automatic (layout.auto_streams);
+        None: one stream per frame."""
+        return LEVELS[self.level].segment
 
     def sized(self, size: int | None, frames: int | None, longest: int | None = None
               ) -> Settings:
         """These settings for an input of ``size`` bytes in ``frames`` frames (None: unknown,
-        taken as large): the window and
-        stream count left unset (None) are chosen by the input's size, one table
-        (README "Settings by input size"):
-
-        ==========================  =======  ===================================
-        input                       window   streams per frame
-        ==========================  =======  ===================================
-        one frame of <= 16 KiB      4096     1 (the whole text in one context)
-        anything larger             2048     tokens / 2560, at most 64 (layout)
-        ==========================  =======  ===================================
-
-        The result has a window (an automatic one at most ``longest``, the model's
-        llama.longest_window) and, with one stream, prime 0; its stream count stays None
-        where layout.py picks it per frame. Either setting given explicitly is kept."""
-        small = frames == 1 and size is not None and size <= SMALL_INPUT
-        window = self.window or min(BEST_WINDOW if small else DEFAULT_WINDOW, longest or MAX_WINDOW)
-        streams = self.streams or (1 if small else None)
+        taken as large): the window and stream count left unset (None) are chosen by the
+        level's row of :data:`LEVELS` (README "Levels", which a test holds to this table); from
+        level :data:`SMALL_FROM_LEVEL` up, one frame of at most :data:`SMALL_INPUT` bytes is
+        coded as the best level codes it (one stream, its whole text in the window).
+        (At most 64 streams per frame: layout.py.) The result has a window (an automatic one
+        at most ``longest``, the model's llama.longest_window) and, with one stream, prime 0;
+        its stream count stays None where layout.py picks it per frame. Either setting given
+        explicitly is kept."""
+        level = LEVELS[self.level]
+        small = (self.level >= SMALL_FROM_LEVEL and frames == 1 and size is not None
+                 and size <= SMALL_INPUT)
+        if small or level.segment is None:
+            level = LEVELS[BEST_LEVEL]
+        window = self.window or min(level.window, longest or MAX_WINDOW)
+        streams = self.streams or (1 if level.segment is None else None)
         prime = 0 if streams == 1 else self.prime  # the same coding: one stream never waits
         return replace(self, window=window, streams=streams, prime=prime)
 

@@ -125,16 +125,29 @@ def _settings(*argv):
     return settings_from(**seen)
 
 
-def test_best_sets_one_stream_and_the_full_window_unless_told_otherwise():
+def test_levels_choose_only_what_is_left_unset():
     from llmzip import settings
 
     plain = _settings()
-    assert (plain.streams, plain.window) == (None, None)  # by input size (Settings.sized)
-    best = _settings("--best")
-    assert (best.streams, best.window) == (1, settings.BEST_WINDOW)
-    assert (_settings("--best", "--context", "64").window, _settings("--best", "--streams", "3")
-            .streams) == (64, 3)
-    assert _settings("--best", "--portable").window == settings.BEST_WINDOW  # a no-op alias
+    assert (plain.level, plain.streams, plain.window) == (settings.DEFAULT_LEVEL, None, None)
+    for flags, level in ((("--best",), 9), (("-9",), 9), (("--fast",), 1), (("-1",), 1),
+                         (("-3",), 3), (("-2", "-7"), 7), (("-9", "--portable"), 9)):
+        s = _settings(*flags)
+        assert (s.level, s.streams, s.window) == (level, None, None), flags
+    best = _settings("--best").sized(10**6, 1)
+    assert (best.streams, best.window, best.prime) == (1, settings.BEST_WINDOW, 0)
+    told = _settings("--best", "--context", "64", "--streams", "3").sized(10**6, 1)
+    assert (told.window, told.streams) == (64, 3)  # what the user said wins
+    fast = _settings("-1").sized(10**6, 1)
+    one = settings.LEVELS[1]
+    assert (fast.window, fast.streams, fast.segment) == (one.window, None, one.segment)
+
+
+def test_level_flags_combine_like_gzip():
+    from llmzip.cli import _resolve
+
+    assert _resolve(["-9c", "f"]) == ["compress", "-9c", "f"]
+    assert _resolve(["-d1", "f"]) == ["decompress", "-1", "f"]
 
 
 def test_best_round_trip(tiny_env, text_file, tmp_path):
@@ -145,6 +158,21 @@ def test_best_round_trip(tiny_env, text_file, tmp_path):
     info = invoke(["info", str(packed)]).stdout
     assert "window 4096 tokens" in info and "in 1 stream," in info, info
     assert "one frame, short form" in info and "warm start" in info, info
+    r = invoke(["decompress", "-c", str(packed)])
+    assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
+
+
+def test_fast_level_round_trip(tiny_env, text_file, tmp_path):
+    """-1 on an input of one small frame: its own window and streams (levels below the
+    default do not take the best level's coding), and the file decodes."""
+    from llmzip import settings
+
+    r = invoke(["compress", "-1", "--threads", "1", "-c", str(text_file)])
+    assert r.exit_code == 0, r.output
+    packed = tmp_path / "fast.llmz"
+    packed.write_bytes(r.stdout_bytes)
+    info = invoke(["info", str(packed)]).stdout
+    assert f"window {settings.LEVELS[1].window} tokens" in info, info
     r = invoke(["decompress", "-c", str(packed)])
     assert r.exit_code == 0 and r.stdout_bytes == text_file.read_bytes()
 

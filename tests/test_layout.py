@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmzip.layout import MAX_AUTO_STREAMS, MIN_SEGMENT_TOKENS, Layout, auto_streams
+from llmzip.layout import MAX_AUTO_STREAMS, Layout, auto_streams
 
 
 def test_split_lengths_are_non_increasing_and_cover():
@@ -17,16 +17,19 @@ def test_split_lengths_are_non_increasing_and_cover():
             for prime in (0, 128):
                 if n <= prime:
                     continue
-                lengths = Layout.split(n, streams, prime).lengths
+                lengths = Layout.split(n, streams, prime, 1000).lengths
                 assert sum(lengths) == n
                 assert all(a >= b for a, b in zip(lengths, lengths[1:]))
                 assert lengths[-1] >= 1
 
 
 def test_auto_streams_follows_the_segment_rule():
-    assert auto_streams(100) == 1
-    assert auto_streams(10 * MIN_SEGMENT_TOKENS) == 10
-    assert auto_streams(10**9) == MAX_AUTO_STREAMS
+    assert auto_streams(100, 2560) == 1
+    assert auto_streams(10 * 2560, 2560) == 10
+    assert auto_streams(10 * 2560 - 1, 2560) == 9  # segments at least this long
+    assert auto_streams(10**9, 512) == MAX_AUTO_STREAMS
+    assert Layout.split(10**6, None, 0).streams == 1  # no segment: one stream
+    assert Layout.split(10_000, None, 0, 1000).streams == 10
 
 
 @settings(max_examples=200, deadline=None)

@@ -154,7 +154,7 @@ def test_split_decoder_rejects_a_token_past_the_vocabulary():
 
 
 def test_settings_by_input_size_table():
-    from llmzip.settings import SMALL_INPUT, Settings
+    from llmzip.settings import LEVELS, SMALL_FROM_LEVEL, SMALL_INPUT, Settings
 
     auto = Settings()
     assert (auto.sized(SMALL_INPUT, 1).window, auto.sized(SMALL_INPUT, 1).streams) == (
@@ -164,6 +164,15 @@ def test_settings_by_input_size_table():
         assert (big.window, big.streams) == (DEFAULT_WINDOW, None), (size, frames)
     assert auto.sized(10, 1, longest=256).window == 256  # never past what the model takes
     assert auto.sized(10, 1, longest=8192).window == BEST_WINDOW
+    for level, row in LEVELS.items():  # the ladder: small inputs from SMALL_FROM_LEVEL up
+        small = Settings(level=level).sized(SMALL_INPUT, 1)
+        one = level >= SMALL_FROM_LEVEL or row.segment is None
+        assert small.streams == (1 if one else None), level
+        assert small.window == (BEST_WINDOW if one else row.window), level
+        big = Settings(level=level).sized(None, None)
+        assert (big.window, big.segment) == (row.window, row.segment), level
+    with pytest.raises(ValueError, match=r"level must be in 1\.\.9"):
+        Settings(level=0)
     told = Settings(streams=3, window=64)
     assert told.sized(10, 1) == told  # what the user said is kept
     assert Settings(window=64).sized(10, 1).streams == 1
