@@ -4,8 +4,9 @@ against compress speed (the README's figure, benchmarks/results/default.png).
     python benchmarks/plot_levels.py FILE LEVELS.txt OUT.png [--json OUT.json]
 
 LEVELS.txt is what benchmarks/levels.sh printed for FILE (its lines ``-N bytes bpb
-compress_s KB/s decompress_s KB/s peak_MB ok``); the classic compressors are measured here,
-in memory (llmzip.bench), and the published figures added as in ``llmzip bench``.
+compress_s KB/s decompress_s KB/s peak_MB ok``; ``-`` for a figure not measured); the
+classic compressors are measured here, in memory (llmzip.bench), and the published figures
+added as in ``llmzip bench``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from llmzip import bench, report
 
 
+def _number(text: str) -> float | None:
+    return None if text == "-" else float(text)
+
+
 def ladder(path: str, label: str, size: int, lines: list[str]) -> list[bench.Record]:
     rows = []
     for line in lines:
@@ -25,8 +30,8 @@ def ladder(path: str, label: str, size: int, lines: list[str]) -> list[bench.Rec
             continue
         level, packed, bpb, _, ckb, _, dkb, peak, ok = parts
         rows.append(bench.Record(path, label, f"{bench.LLMZIP} {level}", True, size,
-                                 int(packed), float(bpb), float(ckb), float(dkb), None, None,
-                                 float(peak), ok == "ok"))
+                                 int(packed), float(bpb), float(ckb), _number(dkb), None, None,
+                                 float(peak), None if ok == "-" else ok == "ok"))
     return rows
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from llmzip.bench import CLASSIC, LLMZIP, PUBLISHED_SOURCES, Record
+from llmzip.settings import DEFAULT_LEVEL
 
 
 def _fmt(value: float | int | None, spec: str) -> str:
@@ -137,8 +138,12 @@ def plot(records: Sequence[Record], path: str) -> None:
             left = (nxt is not None and nxt.compress_kbps < 5 * r.compress_kbps
                     and abs(nxt.bpb - r.bpb) < 0.08 * y_span)
             name = r.compressor
-            if len(ladder) > 1 and _ours(r):  # the level alone, below its star
+            if len(ladder) > 1 and _ours(r):  # the ends and the default level, by number
                 name, left = name.split(" ", 1)[1], False
+                if name == f"-{DEFAULT_LEVEL}":
+                    name += " (default)"
+                elif r is not ladder[0] and r is not ladder[-1]:
+                    name = ""
             ax.scatter(r.compress_kbps, r.bpb, s=130 if _ours(r) else 60,
                        marker="*" if _ours(r) else "o",
                        color=colors[LLMZIP] if _ours(r) else colors.get(r.compressor, "k"),

@@ -250,3 +250,16 @@ def test_decompression_runs_with_the_settings_threads(tiny_model, monkeypatch):
     record = bench.measure_llmzip(CORPUS.encode()[:200], Settings(model=tiny_model, threads=1),
                                   "x", "x")
     assert record.roundtrip_ok and seen["threads"] == 1 and seen["device"] == "cpu"
+
+
+def test_plot_of_a_level_ladder(tmp_path):
+    """Rows "llmzip -N" (benchmarks/plot_levels.py) plot as one line of stars beside the
+    classic compressors; the PNG is written."""
+    from llmzip import report
+
+    rows = [_record(compressor=f"llmzip -{n}", compress_kbps=0.2 * n, bpb=1.1 - 0.01 * n)
+            for n in (1, 5, 8)]
+    rows.append(_record(compressor="gzip -9", compress_kbps=3000.0, bpb=2.85, tokens_per_s=None))
+    png = tmp_path / "ladder.png"
+    report.plot(rows, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
