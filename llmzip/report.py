@@ -148,9 +148,10 @@ def plot(records: Sequence[Record], path: str) -> None:
                        marker="*" if _ours(r) else "o",
                        color=colors[LLMZIP] if _ours(r) else colors.get(r.compressor, "k"),
                        zorder=3)
-            ax.annotate(name, (r.compress_kbps, r.bpb), textcoords="offset points",
-                        xytext=(-6 if left else 6, 5), ha="right" if left else "left",
-                        fontsize=8)
+            if name:
+                ax.annotate(name, (r.compress_kbps, r.bpb), textcoords="offset points",
+                            xytext=(-6 if left else 6, 5), ha="right" if left else "left",
+                            fontsize=8)
         if len(ladder) > 1:
             ax.annotate(f"{LLMZIP} levels", (ladder[-1].compress_kbps, ladder[-1].bpb),
                         textcoords="offset points", xytext=(10, -14), fontsize=8)

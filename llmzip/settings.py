@@ -26,8 +26,8 @@ class Level:
 
 
 # The level ladder (-1 .. -9, README "Levels", figures in benchmarks/RESULTS.md): one table.
-# A step costs about the same at any stream count here (the weights and the cache are read
-# once per step), so time goes with the tokens per stream and ratio with the window and with
+# Time goes with the steps (the weights are read once per step, so fewer streams cost more
+# steps) and with the window each token attends to; ratio improves with the window and with
 # fewer cold starts. Level 5 is the default, 9 is --best. Nothing here is stored in a file:
 # the header holds the window, the priming and each frame's stream count.
 LEVELS = {
@@ -43,7 +43,7 @@ LEVELS = {
 }
 DEFAULT_LEVEL = 5
 BEST_LEVEL = max(LEVELS)
-SMALL_FROM_LEVEL = DEFAULT_LEVEL  # from here up, a small input is coded as the best level is
+SMALL_FROM_LEVEL = DEFAULT_LEVEL  # from here up, a small input gets the best level's coding
 DEFAULT_WINDOW = LEVELS[DEFAULT_LEVEL].window  # tokens of context per stream (issue 22)
 BEST_WINDOW = LEVELS[BEST_LEVEL].window  # the longest window the default model takes
 SMALL_INPUT = 16 << 10  # bytes: an input of one frame this small fits the best level's window
