@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from llmzip import exactmath as xm
-from llmzip import fused
+from llmzip import fused, rotary
 from llmzip.kernels import Products, sqrt
 from llmzip.llama import LlamaConfig, cache_shape, grown, ring_step
 from llmzip.pairdot import padded_window, unpair_keys, unpair_values
@@ -185,10 +185,9 @@ class Engine:
         once): ``x * cos + roll(x, D/2) * sin`` is the rotation, the same bits as
         ``x * cos + cat(-x2, x1) * cat(s, s)`` (negation is exact)."""
         c = self.config
-        tables = [xm.rotary(p, c.rope_theta, c.head_dim) for p in positions]
-        cos = torch.tensor([cs + cs for cs, _ in tables], dtype=F32, device=self.device)
-        sin = torch.tensor([tuple(-v for v in sn) + sn for _, sn in tables], dtype=F32,
-                           device=self.device)
+        t = torch.from_numpy(rotary.rows(positions, c.rope_theta, c.head_dim))
+        cos = torch.cat([t[:, 0], t[:, 0]], dim=1).to(dtype=F32, device=self.device)
+        sin = torch.cat([-t[:, 1], t[:, 1]], dim=1).to(dtype=F32, device=self.device)
         return cos, sin
 
     @staticmethod

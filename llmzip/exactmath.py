@@ -109,6 +109,9 @@ def _pi(prec: int) -> Decimal:
         return +pi
 
 
+_TAYLOR_END = Decimal("1E-45")  # (exact: a power of ten)
+
+
 def _cos_sin(a: Decimal, pi: Decimal) -> tuple[Decimal, Decimal]:
     """cos and sin of a by Taylor series after reduction to [-pi, pi]."""
     two_pi = 2 * pi
@@ -125,7 +128,7 @@ def _cos_sin(a: Decimal, pi: Decimal) -> tuple[Decimal, Decimal]:
             s -= term
         k += 1
         term = term * a / k
-        if abs(term) < Decimal(10) ** -45:
+        if abs(term) < _TAYLOR_END:
             return c, s
 
 

@@ -46,7 +46,7 @@ try:
     import numba
     from numba import njit, prange
 
-    from llmzip.pairdot import madd4
+    from llmzip.pairdot import dot16, madd4, wsum64
 except ImportError:  # the torch reference only
     numba = None
     prange = range
@@ -340,23 +340,13 @@ def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, ac
         vs[j] = v_scale[j]
     vmax = F64(_max(vs[:n], scratch))
     nb = (n + 15) // 16 * 16  # <= W
-    D4 = DP - DP % 4
     for r in range(R):
         ar = acc[r]
-        for j in range(nb):
-            ar[j] = 0
         qr = qp[r]
         for jb in range(0, nb, 16):
-            for dp in range(0, D4, 4):
-                madd4(ar, jb, kp, 2 * (dp * W + jb), 2 * W, qr[dp], qr[dp + 1], qr[dp + 2],
-                      qr[dp + 3])
-        for dp in range(D4, DP):
-            lo = np.int32(np.int16(qr[dp] & 0xFFFF))
-            hi = qr[dp] >> 16
-            kr = kp[dp]
-            for j in range(n):
-                ar[j] += lo * np.int32(kr[j, 0]) + hi * np.int32(kr[j, 1])
+            dot16(ar, jb, kp, 2 * jb, 2 * W, qr, 0, DP)
     M = (n + 7) // 8 * 4  # pairs of slots, in blocks of four (<= W / 2)
+    D64 = D - D % 64
     D16 = D - D % 16
     for r in range(R):
         ar = acc[r]
@@ -386,9 +376,11 @@ def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, ac
             big |= (a0 | a1) >> 15
         for d in range(D):
             o[d] = 0
+        for d in range(0, D64, 64):
+            wsum64(o, d, vp, 2 * d, 2 * D, ap, 0, M)
         for m in range(0, M, 4):
             if ap[m] | ap[m + 1] | ap[m + 2] | ap[m + 3]:  # (zero weights add nothing)
-                for d in range(0, D16, 16):
+                for d in range(D64, D16, 16):
                     madd4(o, d, vp, 2 * (m * D + d), 2 * D, ap[m], ap[m + 1], ap[m + 2],
                           ap[m + 3])
                 for d in range(D16, D):
@@ -560,6 +552,47 @@ def bias_step(f, c, y, ry, lr, adaptive, b, g2, b_out, g2_out, b32, chunks):
             t = F64(8.0) if t > F64(8.0) else t
             b_out[j] = t
             b32[j] = F32(t)
+
+
+@njit(**_PAR)
+def nearest(dots, inv, inv_norm, k, cols, sims, counts, chunks):
+    """Recall.predict's choice of voters: for each row r of the exact dot products dots
+    [n, m] (float32 integers), the cosines ``(float64(dots[r, j]) * inv[r]) * inv_norm[j]``
+    (two roundings, the reference's order) and every j whose cosine is >= the row's k-th
+    largest (k <= m): counts[r] of them, their columns in cols[r] and cosines in sims[r]
+    (increasing j; cols and sims [n, m]). One pass: an entry is kept while it is >= the
+    running k-th largest, which only grows, then those below the final one are dropped."""
+    n, m = dots.shape
+    for c in prange(chunks):
+        top = np.empty(k, np.float64)  # the k largest so far, ascending
+        start, stop = _part(c, chunks, n)
+        for r in range(start, stop):
+            for i in range(k):
+                top[i] = -np.inf
+            cnt = 0
+            ir = inv[r]
+            cr, sr = cols[r], sims[r]
+            for j in range(m):
+                v = F64(dots[r, j]) * ir
+                v = v * inv_norm[j]
+                if v >= top[0]:
+                    cr[cnt] = j
+                    sr[cnt] = v
+                    cnt += 1
+                    if v > top[0]:
+                        i = 1
+                        while i < k and top[i] < v:
+                            top[i - 1] = top[i]
+                            i += 1
+                        top[i - 1] = v
+            kth = top[0]
+            kept = 0
+            for i in range(cnt):
+                if sr[i] >= kth:
+                    cr[kept] = cr[i]
+                    sr[kept] = sr[i]
+                    kept += 1
+            counts[r] = kept
 
 
 @njit(cache=True)
@@ -752,6 +785,22 @@ def bias_update(bias, f: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
     bias.b, bias.b32 = b_out, b32
     if adaptive:
         bias.g2 = g2_out
+
+
+def voters(dots: np.ndarray, inv: np.ndarray, inv_norm: np.ndarray,
+           k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recall.predict's voters from the dot products [n, m] (float32, exact integers): rows,
+    columns and cosines of every entry at least as similar as its row's k-th (k < m)."""
+    n, m = dots.shape
+    cols = np.empty((n, m), np.int64)
+    sims = np.empty((n, m), np.float64)
+    counts = np.empty(n, np.int64)
+    nearest(np.ascontiguousarray(dots), np.ascontiguousarray(inv, dtype=np.float64),
+            np.ascontiguousarray(inv_norm, dtype=np.float64), k, cols, sims, counts,
+            _chunks(n))
+    rows = np.repeat(np.arange(n), counts)
+    return (rows, np.concatenate([cols[r, :c] for r, c in enumerate(counts)]),
+            np.concatenate([sims[r, :c] for r, c in enumerate(counts)]))
 
 
 def contraction_free(size: int = 4096, seed: int = 0) -> bool:

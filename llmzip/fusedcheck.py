@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from llmzip import engine as E
@@ -27,6 +28,9 @@ from llmzip.fused import (
 )
 from llmzip.kernels import Products
 from llmzip.llama import LlamaConfig
+from llmzip.recall import K as RECALL_K
+from llmzip.recall import Recall
+from llmzip.recall import _inv_norm as recall_inv_norm
 from llmzip.settings import MixConfig
 
 
@@ -186,4 +190,30 @@ def _failures() -> list[str]:
         for G in (16, 32):
             check("split sums", all(_same(a, b) for a, b in zip(
                 split_sums(p, G), fused.split_sums(p, G))))
+        check("recall", _recall_same(gen))
     return bad
+
+
+def _recall_same(gen: torch.Generator) -> bool:
+    """Recall.predict's voters through fused.voters against its reference: stored states
+    with repeats (ties at the k-th cosine), a zero query, a query equal to a stored state."""
+    rec = Recall(6, 48.0)
+    for step in range(6):
+        h = torch.randn(5, 24, generator=gen, dtype=torch.float64)
+        if step % 2:
+            h[1:3] = h[0]  # equal states: equal cosines
+        rec.predict(h)
+        rec.update(torch.randint(0, 9, (5,), generator=gen).numpy())
+    queries = torch.randn(4, 24, generator=gen, dtype=torch.float64)
+    queries[1] = 0.0
+    queries[2] = h[0]
+    ref = rec.predict(queries)
+    q = rec._keys_of(queries)
+    inv = recall_inv_norm(q)
+    m = rec.size
+    dots = (torch.from_numpy(q) @ torch.from_numpy(rec.keys[:m]).T).numpy()
+    rows, cols, sim = fused.voters(dots, inv, rec.inv_norm[:m], RECALL_K)
+    tok, votes = np.zeros_like(ref[0]), np.zeros_like(ref[1])
+    got = rec._votes(len(q), rows, cols, sim, tok, votes)
+    rec.update(np.zeros(4, dtype=np.int64))
+    return all(np.array_equal(a, b) for a, b in zip(ref, got))

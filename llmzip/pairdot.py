@@ -36,7 +36,7 @@ try:
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError:  # fused.py falls back to the torch reference
-    madd4 = None
+    madd4 = dot16 = wsum64 = None
 else:
     LANES = 16  # int32 lanes of acc per call
 
@@ -117,6 +117,119 @@ else:
                     part = _pairs_generic(builder, kv, q)
                 total = builder.add(total, part)
             builder.store(total, pa, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    def _pairs(builder, kv, q, width: int):
+        """pmaddwd of the 32 int8 kv (sign-extended) with the int16 pair q -> <16 x i32>."""
+        if width:
+            return _pairs_x86(builder, builder.sext(kv, ir.VectorType(ir.IntType(16), 32)), q,
+                              width)
+        return _pairs_generic(builder, kv, q)
+
+    def _width(context) -> int:
+        features = _features(context)
+        return 512 if "avx512bw" in features else 256 if "avx2" in features else 0
+
+    def _load_pairs(context, builder, arr_k, off):
+        """The 32 int8 at arr_k.data + off."""
+        pk = builder.bitcast(builder.gep(arr_k.data, [off]),
+                             ir.VectorType(ir.IntType(8), 2 * LANES).as_pointer())
+        return builder.load(pk, align=1)
+
+    @intrinsic
+    def dot16(typingctx, acc, ao, k, ko, ks, q, qo, count):
+        """``acc[ao:ao + 16] = sum over p < count of pairs(k[ko + p ks:][:32], q[qo + p])``:
+        madd4's sums over a whole run of pairs, in four accumulators kept in registers (so
+        the products do not wait on each other; integer sums: the same in any order)."""
+        sig = types.void(acc, ao, k, ko, ks, q, qo, count)
+
+        def codegen(context, builder, sig, args):
+            width = _width(context)
+            i32 = ir.IntType(32)
+            vt = ir.VectorType(i32, LANES)
+            arr_a = context.make_array(sig.args[0])(context, builder, args[0])
+            arr_k = context.make_array(sig.args[2])(context, builder, args[2])
+            arr_q = context.make_array(sig.args[5])(context, builder, args[5])
+            ao_, ko_, ks_, qo_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
+                                      for j in (1, 3, 4, 6, 7))
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, None), zfill=True)
+                    for _ in range(4)]
+            for u in range(4):
+                builder.store(ir.Constant(vt, [0] * LANES), accs[u])
+
+            def add(p, u):
+                off = builder.add(ko_, builder.mul(ks_, p))
+                qv = builder.load(builder.gep(arr_q.data, [builder.add(qo_, p)]))
+                qv = builder.trunc(qv, i32) if qv.type != i32 else qv
+                part = _pairs(builder, _load_pairs(context, builder, arr_k, off), qv, width)
+                builder.store(builder.add(builder.load(accs[u]), part), accs[u])
+
+            quads = builder.sdiv(n_, ir.Constant(n_.type, 4))
+            with cgutils.for_range(builder, quads) as loop:
+                base = builder.mul(loop.index, ir.Constant(n_.type, 4))
+                for u in range(4):
+                    add(builder.add(base, ir.Constant(n_.type, u)), u)
+            with cgutils.for_range(builder, n_, start=builder.mul(quads,
+                                   ir.Constant(n_.type, 4))) as loop:
+                add(loop.index, 0)
+            total = builder.add(builder.add(builder.load(accs[0]), builder.load(accs[1])),
+                                builder.add(builder.load(accs[2]), builder.load(accs[3])))
+            pa = builder.bitcast(builder.gep(arr_a.data, [ao_]), vt.as_pointer())
+            builder.store(total, pa, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def wsum64(typingctx, out, oo, v, vo, vs, a, ao, count):
+        """``out[oo:oo + 64] += sum over p < count, a[ao + p] != 0, of
+        pairs(v[vo + p vs:][:128], a[ao + p])`` (pairs as madd4 forms them, 16 lanes at a time:
+        v[.. + 32 c:][:32] gives lanes 16 c .. 16 c + 15); pairs of zero weights are skipped.
+        Eight accumulators in registers (two per 16 lanes, for alternate pairs)."""
+        sig = types.void(out, oo, v, vo, vs, a, ao, count)
+
+        def codegen(context, builder, sig, args):
+            width = _width(context)
+            i32 = ir.IntType(32)
+            vt = ir.VectorType(i32, LANES)
+            arr_o = context.make_array(sig.args[0])(context, builder, args[0])
+            arr_v = context.make_array(sig.args[2])(context, builder, args[2])
+            arr_a = context.make_array(sig.args[5])(context, builder, args[5])
+            oo_, vo_, vs_, ao_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
+                                      for j in (1, 3, 4, 6, 7))
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, None), zfill=True)
+                    for _ in range(8)]
+            for u in range(8):
+                builder.store(ir.Constant(vt, [0] * LANES), accs[u])
+
+            def add(p, u):
+                qv = builder.load(builder.gep(arr_a.data, [builder.add(ao_, p)]))
+                qv = builder.trunc(qv, i32) if qv.type != i32 else qv
+                nz = builder.icmp_signed("!=", qv, ir.Constant(i32, 0))
+                with builder.if_then(nz):
+                    base = builder.add(vo_, builder.mul(vs_, p))
+                    for c in range(4):
+                        off = builder.add(base, ir.Constant(base.type, 32 * c))
+                        part = _pairs(builder, _load_pairs(context, builder, arr_v, off), qv,
+                                      width)
+                        acc = accs[4 * u + c]
+                        builder.store(builder.add(builder.load(acc), part), acc)
+
+            two = ir.Constant(n_.type, 2)
+            halves = builder.sdiv(n_, two)
+            with cgutils.for_range(builder, halves) as loop:
+                base = builder.mul(loop.index, two)
+                add(base, 0)
+                add(builder.add(base, ir.Constant(n_.type, 1)), 1)
+            with cgutils.for_range(builder, n_, start=builder.mul(halves, two)) as loop:
+                add(loop.index, 0)
+            for c in range(4):
+                pa = builder.bitcast(builder.gep(arr_o.data, [builder.add(
+                    oo_, ir.Constant(oo_.type, 16 * c))]), vt.as_pointer())
+                total = builder.add(builder.load(accs[c]), builder.load(accs[4 + c]))
+                builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -311,3 +311,30 @@ def test_configure_sets_the_fused_kernels_threads_too():
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
     finally:
         configure("cpu", before)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_recall_voters_are_the_reference_s(seed):
+    """fused.voters (one pass, a running k-th best) chooses the reference's voters: every
+    entry at least as similar as the k-th, ties included (repeated states, a zero query)."""
+    from llmzip.recall import Recall
+
+    assert fusedcheck.enable()
+    rng = np.random.default_rng(seed)
+    pair = [Recall(8, 48.0), Recall(8, 48.0)]
+    states = rng.normal(size=(40, 24))
+    for step in range(12):
+        h = states[rng.integers(0, 40 if seed % 2 else 6, size=5)]  # repeats: ties
+        if step == 5:
+            h[0] = 0.0
+        y = rng.integers(0, 30, size=5)
+        got = pair[0].predict(h)
+        with fused.disabled():
+            ref = pair[1].predict(h)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+        for r in pair:
+            r.update(y)
+    # the ties were there: some query had more than K entries at its K-th cosine
+    q = pair[0]._keys_of(states[:6])
+    cos = (q @ pair[0].keys[:pair[0].size].T.astype(np.float64))
+    assert seed % 2 or (cos >= np.sort(cos, axis=1)[:, -8:-7]).sum(axis=1).max() > 8
