@@ -46,7 +46,7 @@ try:
     import numba
     from numba import njit, prange
 
-    from llmzip.pairdot import dot16, madd4, wsum64
+    from llmzip.pairdot import dot16, madd4, prefetch, wsum64
 except ImportError:  # the torch reference only
     numba = None
     prange = range
@@ -75,6 +75,7 @@ _PAR = {**_JIT, "parallel": True}  # outer loops split into contiguous chunks, o
 # many (:func:`_chunks`: one per numba thread).
 
 _SIGN = np.int32(0x7FFFFFFF)
+AHEAD = 256  # slots between the block attention reads and the block it asks the caches for
 
 
 @njit(**_JIT)
@@ -344,6 +345,11 @@ def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, ac
         ar = acc[r]
         qr = qp[r]
         for jb in range(0, nb, 16):
+            if r == 0 and jb % 32 == 0 and jb + AHEAD < nb:  # (hints: the cache is cold)
+                for dp in range(DP):
+                    prefetch(kp, 2 * (dp * W + jb + AHEAD))
+                for line in range(0, 32 * D, 64):
+                    prefetch(vp, (jb + AHEAD) * D + line)
             dot16(ar, jb, kp, 2 * jb, 2 * W, qr, 0, DP)
     M = (n + 7) // 8 * 4  # pairs of slots, in blocks of four (<= W / 2)
     D64 = D - D % 64

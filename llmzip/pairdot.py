@@ -36,7 +36,7 @@ try:
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError:  # fused.py falls back to the torch reference
-    madd4 = dot16 = wsum64 = None
+    madd4 = dot16 = wsum64 = prefetch = None
 else:
     LANES = 16  # int32 lanes of acc per call
 
@@ -230,6 +230,28 @@ else:
                     oo_, ir.Constant(oo_.type, 16 * c))]), vt.as_pointer())
                 total = builder.add(builder.load(accs[c]), builder.load(accs[4 + c]))
                 builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+
+    @intrinsic
+    def prefetch(typingctx, arr, off):
+        """A hint to bring the cache line at byte ``off`` of ``arr`` (C-contiguous) into the
+        caches; it reads nothing and changes no value (llvm.prefetch)."""
+        sig = types.void(arr, off)
+
+        def codegen(context, builder, sig, args):
+            a = context.make_array(sig.args[0])(context, builder, args[0])
+            o = context.cast(builder, args[1], sig.args[1], types.intp)
+            i8p = ir.IntType(8).as_pointer()
+            ptr = builder.gep(builder.bitcast(a.data, i8p), [o])
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0i8")
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                              ir.Constant(i32, 1)])
             return context.get_dummy_value()
 
         return sig, codegen
