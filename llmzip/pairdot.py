@@ -1,5 +1,9 @@
 """Exact products of 16-bit integer pairs, through the widest instruction the compile target
-has: one numba intrinsic, :func:`madd4`, for the attention kernels of fused.py.
+has: numba intrinsics for the attention kernels of fused.py. :func:`madd4` is the unit;
+:func:`dot16` (the scores: a whole run of pairs, four accumulators in registers) and
+:func:`wsum64` (the values: 64 lanes, eight accumulators, zero weights skipped) sum the same
+products over longer runs, so their results are madd4's integers; :func:`prefetch` is a hint
+to the caches that reads and changes nothing.
 
 ``madd4(acc, ao, k, ko, ks, q0, q1, q2, q3)`` adds to the 16 int32 ``acc[ao:ao + 16]``
 
