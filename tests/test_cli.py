@@ -209,7 +209,13 @@ def test_missing_model_says_how_to_get_it(text_file, tmp_path, monkeypatch):
 
 
 def test_version_and_help():
-    assert invoke(["-V"]).exit_code == 0
+    import importlib.metadata
+
+    import llmzip
+
+    r = invoke(["-V"])
+    assert r.exit_code == 0 and llmzip.__version__ in r.output
+    assert importlib.metadata.version("llmzip") == llmzip.__version__  # pip's = the CLI's
     r = invoke(["-h"])
     assert r.exit_code == 0 and "decompress" in r.output
 
