@@ -1,4 +1,5 @@
-"""Where llmzip keeps what it makes once: models, their converted forms, compiled kernels."""
+"""Where llmzip keeps what it makes once: models, their converted forms, compiled kernels,
+rotary tables."""
 
 from __future__ import annotations
 
