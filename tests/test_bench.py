@@ -263,3 +263,25 @@ def test_plot_of_a_level_ladder(tmp_path):
     png = tmp_path / "ladder.png"
     report.plot(rows, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_frame_replay_gives_back_the_recorded_size(tiny_model, tmp_path):
+    """benchmarks/frame_replay.py: a replay of the recorded steps with the recorded settings
+    writes the recorded file's size; another setting codes the same steps differently."""
+    text = tmp_path / "text.txt"
+    text.write_text(CORPUS * 2)
+    script = [sys.executable, str(ROOT / "benchmarks" / "frame_replay.py")]
+    env = subprocess_env(tiny_model)
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*script, *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    recorded = run("record", str(text), str(tmp_path / "rec"), "--level", "1")
+    size = int(recorded.split(": ")[-1].split()[0])
+    same = run("replay", str(text), str(tmp_path / "rec"), "--level", "1")
+    assert same.startswith(f"recorded settings: {size} B")
+    other = run("replay", str(text), str(tmp_path / "rec"), "--level", "1", "lm_scale=128")
+    assert other.startswith("lm_scale=128: ") and not other.startswith(f"lm_scale=128: {size} B")
