@@ -93,38 +93,6 @@ else:
         return builder.add(builder.mul(even, _splat(builder, lo, 16)),
                            builder.mul(odd, _splat(builder, hi, 16)))
 
-    @intrinsic
-    def madd4(typingctx, acc, ao, k, ko, ks, q0, q1, q2, q3):
-        sig = types.void(acc, ao, k, ko, ks, q0, q1, q2, q3)
-
-        def codegen(context, builder, sig, args):
-            features = _features(context)
-            width = 512 if "avx512bw" in features else 256 if "avx2" in features else 0
-            i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
-            arr_a = context.make_array(sig.args[0])(context, builder, args[0])
-            arr_k = context.make_array(sig.args[2])(context, builder, args[2])
-            ao_, ko_, ks_ = (context.cast(builder, args[j], sig.args[j], types.intp)
-                             for j in (1, 3, 4))
-            pa = builder.bitcast(builder.gep(arr_a.data, [ao_]),
-                                 ir.VectorType(i32, LANES).as_pointer())
-            total = builder.load(pa, align=4)
-            for p in range(4):
-                q = context.cast(builder, args[5 + p], sig.args[5 + p], types.int32)
-                off = builder.add(ko_, builder.mul(ks_, ir.Constant(ks_.type, p)))
-                pk = builder.bitcast(builder.gep(arr_k.data, [off]),
-                                     ir.VectorType(i8, 2 * LANES).as_pointer())
-                kv = builder.load(pk, align=1)
-                if width:
-                    part = _pairs_x86(builder, builder.sext(kv, ir.VectorType(i16, 32)), q,
-                                      width)
-                else:
-                    part = _pairs_generic(builder, kv, q)
-                total = builder.add(total, part)
-            builder.store(total, pa, align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
     def _pairs(builder, kv, q, width: int):
         """pmaddwd of the 32 int8 kv (sign-extended) with the int16 pair q -> <16 x i32>."""
         if width:
@@ -136,11 +104,74 @@ else:
         features = _features(context)
         return 512 if "avx512bw" in features else 256 if "avx2" in features else 0
 
-    def _load_pairs(context, builder, arr_k, off):
+    def _load_pairs(builder, arr_k, off):
         """The 32 int8 at arr_k.data + off."""
         pk = builder.bitcast(builder.gep(arr_k.data, [off]),
                              ir.VectorType(ir.IntType(8), 2 * LANES).as_pointer())
         return builder.load(pk, align=1)
+
+    def _lanes(builder, arr, at):
+        """A pointer to the 16 int32 at arr.data + at."""
+        vt = ir.VectorType(ir.IntType(32), LANES)
+        return builder.bitcast(builder.gep(arr.data, [at]), vt.as_pointer())
+
+    def _operands(context, builder, sig, args):
+        """The arguments of dot16 / wsum64 (same places): three arrays (0, 2, 5) and five
+        integers (1, 3, 4, 6, 7) as intp."""
+        arrays = [context.make_array(sig.args[j])(context, builder, args[j]) for j in (0, 2, 5)]
+        ints = [context.cast(builder, args[j], sig.args[j], types.intp) for j in (1, 3, 4, 6, 7)]
+        return arrays, ints
+
+    def _pair_at(builder, arr, at):
+        """Element ``at`` of an integer array, as the int32 pair it holds."""
+        i32 = ir.IntType(32)
+        q = builder.load(builder.gep(arr.data, [at]))
+        return builder.trunc(q, i32) if q.type != i32 else q
+
+    def _accumulators(builder, count: int):
+        """count zeroed <16 x i32> variables (allocas that LLVM keeps in registers)."""
+        vt = ir.VectorType(ir.IntType(32), LANES)
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, None), zfill=True)
+                for _ in range(count)]
+        for acc in accs:
+            builder.store(ir.Constant(vt, [0] * LANES), acc)
+        return accs
+
+    def _accumulate(builder, acc, part):
+        builder.store(builder.add(builder.load(acc), part), acc)
+
+    def _unrolled(builder, n, by: int, body):
+        """body(p, u) for p < n: ``by`` at a time (u = p mod by), then the rest with u = 0."""
+        step = ir.Constant(n.type, by)
+        rounds = builder.sdiv(n, step)
+        with cgutils.for_range(builder, rounds) as loop:
+            base = builder.mul(loop.index, step)
+            for u in range(by):
+                body(builder.add(base, ir.Constant(n.type, u)), u)
+        with cgutils.for_range(builder, n, start=builder.mul(rounds, step)) as loop:
+            body(loop.index, 0)
+
+    @intrinsic
+    def madd4(typingctx, acc, ao, k, ko, ks, q0, q1, q2, q3):
+        sig = types.void(acc, ao, k, ko, ks, q0, q1, q2, q3)
+
+        def codegen(context, builder, sig, args):
+            width = _width(context)
+            arr_a = context.make_array(sig.args[0])(context, builder, args[0])
+            arr_k = context.make_array(sig.args[2])(context, builder, args[2])
+            ao_, ko_, ks_ = (context.cast(builder, args[j], sig.args[j], types.intp)
+                             for j in (1, 3, 4))
+            pa = _lanes(builder, arr_a, ao_)
+            total = builder.load(pa, align=4)
+            for p in range(4):
+                q = context.cast(builder, args[5 + p], sig.args[5 + p], types.int32)
+                off = builder.add(ko_, builder.mul(ks_, ir.Constant(ks_.type, p)))
+                total = builder.add(total, _pairs(builder, _load_pairs(builder, arr_k, off), q,
+                                                  width))
+            builder.store(total, pa, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
 
     @intrinsic
     def dot16(typingctx, acc, ao, k, ko, ks, q, qo, count):
@@ -151,37 +182,20 @@ else:
 
         def codegen(context, builder, sig, args):
             width = _width(context)
-            i32 = ir.IntType(32)
-            vt = ir.VectorType(i32, LANES)
-            arr_a = context.make_array(sig.args[0])(context, builder, args[0])
-            arr_k = context.make_array(sig.args[2])(context, builder, args[2])
-            arr_q = context.make_array(sig.args[5])(context, builder, args[5])
-            ao_, ko_, ks_, qo_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
-                                      for j in (1, 3, 4, 6, 7))
-            accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, None), zfill=True)
-                    for _ in range(4)]
-            for u in range(4):
-                builder.store(ir.Constant(vt, [0] * LANES), accs[u])
+            (arr_a, arr_k, arr_q), (ao_, ko_, ks_, qo_, n_) = _operands(context, builder, sig,
+                                                                       args)
+            accs = _accumulators(builder, 4)
 
             def add(p, u):
                 off = builder.add(ko_, builder.mul(ks_, p))
-                qv = builder.load(builder.gep(arr_q.data, [builder.add(qo_, p)]))
-                qv = builder.trunc(qv, i32) if qv.type != i32 else qv
-                part = _pairs(builder, _load_pairs(context, builder, arr_k, off), qv, width)
-                builder.store(builder.add(builder.load(accs[u]), part), accs[u])
+                qv = _pair_at(builder, arr_q, builder.add(qo_, p))
+                _accumulate(builder, accs[u],
+                            _pairs(builder, _load_pairs(builder, arr_k, off), qv, width))
 
-            quads = builder.sdiv(n_, ir.Constant(n_.type, 4))
-            with cgutils.for_range(builder, quads) as loop:
-                base = builder.mul(loop.index, ir.Constant(n_.type, 4))
-                for u in range(4):
-                    add(builder.add(base, ir.Constant(n_.type, u)), u)
-            with cgutils.for_range(builder, n_, start=builder.mul(quads,
-                                   ir.Constant(n_.type, 4))) as loop:
-                add(loop.index, 0)
+            _unrolled(builder, n_, 4, add)
             total = builder.add(builder.add(builder.load(accs[0]), builder.load(accs[1])),
                                 builder.add(builder.load(accs[2]), builder.load(accs[3])))
-            pa = builder.bitcast(builder.gep(arr_a.data, [ao_]), vt.as_pointer())
-            builder.store(total, pa, align=4)
+            builder.store(total, _lanes(builder, arr_a, ao_), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -196,48 +210,27 @@ else:
 
         def codegen(context, builder, sig, args):
             width = _width(context)
-            i32 = ir.IntType(32)
-            vt = ir.VectorType(i32, LANES)
-            arr_o = context.make_array(sig.args[0])(context, builder, args[0])
-            arr_v = context.make_array(sig.args[2])(context, builder, args[2])
-            arr_a = context.make_array(sig.args[5])(context, builder, args[5])
-            oo_, vo_, vs_, ao_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
-                                      for j in (1, 3, 4, 6, 7))
-            accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, None), zfill=True)
-                    for _ in range(8)]
-            for u in range(8):
-                builder.store(ir.Constant(vt, [0] * LANES), accs[u])
+            (arr_o, arr_v, arr_a), (oo_, vo_, vs_, ao_, n_) = _operands(context, builder, sig,
+                                                                       args)
+            accs = _accumulators(builder, 8)
 
             def add(p, u):
-                qv = builder.load(builder.gep(arr_a.data, [builder.add(ao_, p)]))
-                qv = builder.trunc(qv, i32) if qv.type != i32 else qv
-                nz = builder.icmp_signed("!=", qv, ir.Constant(i32, 0))
-                with builder.if_then(nz):
+                qv = _pair_at(builder, arr_a, builder.add(ao_, p))
+                with builder.if_then(builder.icmp_signed("!=", qv, ir.Constant(qv.type, 0))):
                     base = builder.add(vo_, builder.mul(vs_, p))
                     for c in range(4):
                         off = builder.add(base, ir.Constant(base.type, 32 * c))
-                        part = _pairs(builder, _load_pairs(context, builder, arr_v, off), qv,
-                                      width)
-                        acc = accs[4 * u + c]
-                        builder.store(builder.add(builder.load(acc), part), acc)
+                        _accumulate(builder, accs[4 * u + c],
+                                    _pairs(builder, _load_pairs(builder, arr_v, off), qv, width))
 
-            two = ir.Constant(n_.type, 2)
-            halves = builder.sdiv(n_, two)
-            with cgutils.for_range(builder, halves) as loop:
-                base = builder.mul(loop.index, two)
-                add(base, 0)
-                add(builder.add(base, ir.Constant(n_.type, 1)), 1)
-            with cgutils.for_range(builder, n_, start=builder.mul(halves, two)) as loop:
-                add(loop.index, 0)
+            _unrolled(builder, n_, 2, add)
             for c in range(4):
-                pa = builder.bitcast(builder.gep(arr_o.data, [builder.add(
-                    oo_, ir.Constant(oo_.type, 16 * c))]), vt.as_pointer())
+                pa = _lanes(builder, arr_o, builder.add(oo_, ir.Constant(oo_.type, 16 * c)))
                 total = builder.add(builder.load(accs[c]), builder.load(accs[4 + c]))
                 builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
-
 
     @intrinsic
     def prefetch(typingctx, arr, off):
