@@ -139,7 +139,7 @@ class FrameEncoder:
             encoder.encode(symbols, probs)
             return symbols
 
-        predictor = Predictor(self.model, layout, self.coding)
+        predictor = Predictor(self.model, layout, self.coding, ahead=table)
         _run_frame(predictor, code, _frame_progress(progress, len(data), layout.steps))
         return fmt.CodedFrame(len(data), crc, layout.lengths, encoder.finish())
 

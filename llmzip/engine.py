@@ -245,6 +245,17 @@ class Engine:
                           cache.v_scale[i, :, :, :n])
         return out.view(b, H * D)
 
+    def attention_steps(self, cache: KVCache, i: int, pos: list, qkv: torch.Tensor
+                        ) -> torch.Tensor:
+        """:meth:`attention` of T consecutive steps (``pos``: each one's :meth:`begin`), qkv
+        [T B, (H + 2G) D] with rows step-major -> [T B, H D]: the same bits as T calls, in
+        order."""
+        if fused.usable(qkv):
+            return fused.attention_steps(self, cache, i, pos, qkv)
+        b = qkv.shape[0] // len(pos)
+        return torch.cat([self.attention(cache, i, p, qkv[t * b:(t + 1) * b])
+                          for t, p in enumerate(pos)])
+
     def attend(self, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,
                k_scale: torch.Tensor, values: torch.Tensor,
                v_scale: torch.Tensor) -> torch.Tensor:

@@ -443,6 +443,41 @@ def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sc
 
 
 @njit(**_PAR)
+def attention_run(qkv, cos, sin, H, G, sink, kp, k_scale, vp, v_scale, slots, ns, step,
+                  table, out, chunks, key_mul, key_div, scaled):
+    """attention_layer for T consecutive steps of one layer at once: qkv [T, B, (H + 2G) D],
+    cos and sin [T, D], slots and ns [T] (each step's slot and valid slots) -> out
+    [T, B, H D]. Each stream's steps run in order, each writing its keys and values before
+    it attends, so every query sees the window of its own step, as T calls of
+    attention_layer do; a stream's T steps one after the other (no stream touches another's
+    cache) find its keys and values in the core's cache after the first."""
+    T, B = qkv.shape[0], qkv.shape[1]
+    D = cos.shape[1]
+    W = kp.shape[-2]
+    R = H // G
+    S = sink.shape[2]
+    for c in prange(chunks):
+        rot = np.empty(D, np.float32)
+        tmp = np.empty(D, np.int8)
+        qp = np.empty((H, D // 2), np.int32)
+        q_scale = np.empty(H, np.float32)
+        acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, D, W)
+        start, stop = _part(c, chunks, B)
+        for b in range(start, stop):
+            for t in range(T):
+                slot = slots[t]
+                _attention_input(qkv[t, b], cos[t], sin[t], H, G, sink[b], slot < S, kp[b],
+                                 k_scale[b], vp[b], v_scale[b], slot, qp, q_scale, rot, tmp,
+                                 scratch, key_mul, key_div, scaled)
+                ob = out[t, b].reshape((H, D))
+                for g in range(G):
+                    _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R],
+                                  kp[b, g], k_scale[b, g], vp[b, g], v_scale[b, g], ns[t],
+                                  step, table, ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a,
+                                  ap, o, scratch)
+
+
+@njit(**_PAR)
 def attend_groups(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, chunks):
     """Engine.attend for the query pairs qp [B, G, R, D/2] with q_scale [B, G, R], keys kp
     [B, G, D/2, W, 2] and values vp [B, G, W/2, D, 2] (int8) with scales [B, G, W], over
@@ -715,6 +750,28 @@ def attention(engine, cache, i: int, pos: tuple, qkv: torch.Tensor) -> torch.Ten
                     F32(engine.score_step), _view(engine.table), out, _chunks(b), key_mul,
                     key_div, scaled)
     return torch.from_numpy(out)
+
+
+def attention_steps(engine, cache, i: int, pos: list, qkv: torch.Tensor) -> torch.Tensor:
+    """Engine.attention_steps: layer i over T steps (pos: each step's Engine.begin), qkv
+    [T B, (H + 2G) D] (rows step-major) -> [T B, H D]."""
+    T = len(pos)
+    c = engine.config
+    H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
+    b = qkv.shape[0] // T
+    out = np.empty((T, b, H * D), np.float32)
+    scaled = cache.key_mul is not None
+    key_mul, key_div = (cache.key_mul[i].numpy(), cache.key_div[i].numpy()) if scaled else (
+        _NO_KEY_SCALE, _NO_KEY_SCALE)
+    slots = np.array([p[0] for p in pos], np.int64)
+    ns = np.array([p[1] for p in pos], np.int64)
+    cos = np.stack([p[2].numpy() for p in pos])
+    sin = np.stack([p[3].numpy() for p in pos])
+    attention_run(qkv.numpy().reshape(T, b, -1), cos, sin, H, G, cache.sink_keys.numpy()[i],
+                  cache.kp.numpy()[i], cache.k_scale.numpy()[i], cache.vp.numpy()[i],
+                  cache.v_scale.numpy()[i], slots, ns, F32(engine.score_step),
+                  _view(engine.table), out, _chunks(b), key_mul, key_div, scaled)
+    return torch.from_numpy(out.reshape(T * b, H * D))
 
 
 def attend(engine, pieces: torch.Tensor, q_scale: torch.Tensor, keys_t: torch.Tensor,

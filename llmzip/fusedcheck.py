@@ -19,6 +19,7 @@ from llmzip.coder import split_sums
 from llmzip.fused import (
     attend,
     attention,
+    attention_steps,
     bias_update,
     contraction_free,
     linear,
@@ -129,17 +130,34 @@ def _failures() -> list[str]:
         check("silu", _same(E.Engine.silu(gate), silu_(gate)))
         # attention: a tiny model's engine; the sinks slot (no rotation at t = 0) and later
         caches = [engine.new_cache(config, 8, 6, 2) for _ in range(2)]
-        for t in range(9):
-            qkv = adversarial(8, 128, seed=10 + t, top=127.0 if t % 2 else 32639.0, huge=1e4)
+        qkvs = [adversarial(8, 128, seed=10 + t, top=127.0 if t % 2 else 32639.0, huge=1e4)
+                for t in range(9)]
+        refs = []
+        for qkv in qkvs:
             outs = []
             for j, cache in enumerate(caches):
                 pos = engine.begin(cache)
                 outs.append([attention(engine, cache, i, pos, qkv) if j
                              else engine.attention(cache, i, pos, qkv) for i in range(2)])
                 cache.t += 1
+            refs.append(outs[0])
             check("attention", all(_same(a, b) for a, b in zip(*outs)))
             for k in E._CACHED:
                 check(f"attention {k}", _same(getattr(caches[0], k), getattr(caches[1], k)))
+        # the same steps three at a time (Llama.steps)
+        run = engine.new_cache(config, 8, 6, 2)
+        for t0 in range(0, 9, 3):
+            pos = []
+            for t in range(t0, t0 + 3):
+                run.t = t
+                pos.append(engine.begin(run))
+            run.t = t0 + 3
+            qkv = torch.cat(qkvs[t0:t0 + 3])
+            for i in range(2):
+                want = torch.cat([refs[t][i] for t in range(t0, t0 + 3)])
+                check("attention_steps", _same(want, attention_steps(engine, run, i, pos, qkv)))
+        for k in E._CACHED:
+            check(f"attention_steps {k}", _same(getattr(caches[0], k), getattr(run, k)))
         # the weights between the products, with ties: integer scores, k_scale 1,
         # q_scale * score_step = 1/2
         b, G, R, n = 3, 2, 2, 40

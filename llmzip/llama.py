@@ -116,21 +116,52 @@ class Llama:
             return self.engine.new_cache(self.config, batch, window, sinks)
         return self.engine.new_cache(self.config, batch, window, sinks, key_exponents)
 
-    @torch.inference_mode()
     def step(self, cache, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per stream ([B] int64); return next-token logits [B, V]."""
+        return self.steps(cache, tokens[None])
+
+    @torch.inference_mode()
+    def steps(self, cache, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed T tokens per stream at once ([T, B] int64: row t is step t's input, known in
+        advance, as the encoder knows them); return the logits [T B, V] of the T steps (rows
+        step-major) and leave ``cache.hidden`` [T B, C]. The same bits as T calls of
+        :meth:`step`: every product and norm is row by row, and the attention runs step after
+        step within each layer, so each query sees the window as it was at its step. The sinks
+        may move (``ring_step``) only before the first of the T steps: see :meth:`steady`."""
         e = self.engine
-        b = tokens.shape[0]
+        T, b = tokens.shape
         if b != cache.batch:
             raise ValueError(f"batch {b} != cache batch {cache.batch}")
-        pos = e.begin(cache)
-        x = e.embed(self.embed, tokens)  # [B, C]
+        if self.steady(cache, T) < T:
+            raise ValueError("the sinks would move within these steps")
+        t0 = cache.t
+        pos = []
+        for t in range(t0, t0 + T):  # (begin reads cache.t)
+            cache.t = t
+            pos.append(e.begin(cache))
+        cache.t = t0
+        x = e.embed(self.embed, tokens.reshape(-1))  # [T B, C]
         for i, (norm1, qkv_w, o_w, norm2, gu_w, down_w) in enumerate(self.layers):
-            qkv = e.normed_linear(x, qkv_w, norm1)  # [B, (H+2G)D]: queries, keys, values
-            att = e.attention(cache, i, pos, qkv)  # [B, HD]
+            qkv = e.normed_linear(x, qkv_w, norm1)  # [T B, (H+2G)D]: queries, keys, values
+            if T == 1:
+                att = e.attention(cache, i, pos[0], qkv)  # [B, HD]
+            else:  # (only the exact engine runs ahead: Predictor)
+                att = e.attention_steps(cache, i, pos, qkv)  # [T B, HD]
             x = x + e.linear(att, o_w)
             gate, up = e.normed_linear(x, gu_w, norm2).chunk(2, dim=-1)
             x = x + e.linear(e.silu(gate) * up, down_w)
-        cache.t += 1
+        cache.t = t0 + T
         cache.hidden = x  # the residual stream before the final norm (recall.py)
-        return e.normed_linear(x, self.head[1], self.head[0])  # [B, V]
+        return e.normed_linear(x, self.head[1], self.head[0])  # [T B, V]
+
+    @staticmethod
+    def steady(cache, most: int) -> int:
+        """How many of the next ``most`` steps :meth:`steps` may take at once: up to the next
+        step (after the first) at which the sinks move."""
+        offset = cache.offset
+        if ring_step(cache.t, cache.window, cache.sinks, offset)[0]:
+            offset += cache.window  # (as begin does at the first step)
+        for k in range(1, most):
+            if ring_step(cache.t + k, cache.window, cache.sinks, offset)[0]:
+                return k
+        return most
