@@ -268,54 +268,76 @@ def _pair(lo, hi):
 
 
 @njit(**_JIT)
+def _head_input(x, cos, sin, H, G, h, sink, write_sink, kp, k_scale, slot, qp, q_scale, rot,
+                tmp, scratch, key_mul, key_div, scaled):
+    """_attention_input of head h: a query head (h < H) or key head h - H."""
+    D = cos.shape[0]
+    half = D // 2
+    R = H // G
+    o = h * D
+    for d in range(half):  # x * cos + roll(x, D/2) * sin
+        rot[d] = x[o + d] * cos[d] + x[o + d + half] * sin[d]
+    for d in range(half, D):
+        rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
+    if scaled:
+        if h < H:
+            for d in range(D):
+                rot[d] *= key_mul[h // R, d]
+        else:
+            for d in range(D):
+                rot[d] *= key_div[h - H, d]
+    if h < H:
+        s = _absmax(rot, scratch) / QMAX
+        for d in range(half):
+            qp[h, d] = _pair(np.int32(np.rint(rot[2 * d] / s)),
+                             np.int32(np.rint(rot[2 * d + 1] / s)))
+        q_scale[h] = s
+    else:
+        g = h - H
+        if write_sink:
+            for d in range(D):
+                sink[g, slot, d] = x[o + d]
+        s = _absmax(rot, scratch) / KV_MAX
+        _quantize_kv(rot, s, tmp)
+        for d in range(D):
+            kp[g, d >> 1, slot, d & 1] = tmp[d]
+        k_scale[g, slot] = s
+
+
+@njit(**_JIT)
+def _value_input(x, H, G, g, D, vp, v_scale, slot, tmp, scratch):
+    """_attention_input of value head g."""
+    o = (H + G + g) * D
+    s = _absmax(x[o:o + D], scratch) / KV_MAX
+    _quantize_kv(x[o:o + D], s, tmp)
+    for d in range(D):
+        vp[g, slot >> 1, d, slot & 1] = tmp[d]
+    v_scale[g, slot] = s
+
+
+@njit(**_JIT)
 def _attention_input(x, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_scale, slot, qp,
-                     q_scale, rot, tmp, scratch, key_mul, key_div, scaled):
+                     q_scale, rot, tmp, scratch, key_mul, key_div, scaled, group):
     """Engine.attention before the scores, for one stream: x [(H + 2G) D] -> the unrotated
     keys to sink [G, S, D][.., slot] (if write_sink), the rotated keys quantised to kp
     [G, D/2, W, 2][.., slot, :] (int8) with k_scale [G, W][.., slot], the values to vp
     [G, W/2, D, 2][.., slot // 2, :, slot % 2] (int8) and v_scale, the rotated queries'
     16-bit integers (256 hi + lo of engine._pieces) as pairs qp [H, D/2] (_pair) and their
     scales q_scale [H]. With ``scaled``, the rotated queries of group g are multiplied by
-    key_mul [G, D] and its keys by key_div (powers of two: exact)."""
+    key_mul [G, D] and its keys by key_div (powers of two: exact). ``group`` >= 0: only that
+    key group's queries, key and value (each head is computed on its own)."""
     D = cos.shape[0]
-    half = D // 2
     R = H // G
-    for h in range(H + G):
-        o = h * D
-        for d in range(half):  # x * cos + roll(x, D/2) * sin
-            rot[d] = x[o + d] * cos[d] + x[o + d + half] * sin[d]
-        for d in range(half, D):
-            rot[d] = x[o + d] * cos[d] + x[o + d - half] * sin[d]
-        if scaled:
-            if h < H:
-                for d in range(D):
-                    rot[d] *= key_mul[h // R, d]
-            else:
-                for d in range(D):
-                    rot[d] *= key_div[h - H, d]
-        if h < H:
-            s = _absmax(rot, scratch) / QMAX
-            for d in range(half):
-                qp[h, d] = _pair(np.int32(np.rint(rot[2 * d] / s)),
-                                 np.int32(np.rint(rot[2 * d + 1] / s)))
-            q_scale[h] = s
-        else:
-            g = h - H
-            if write_sink:
-                for d in range(D):
-                    sink[g, slot, d] = x[o + d]
-            s = _absmax(rot, scratch) / KV_MAX
-            _quantize_kv(rot, s, tmp)
-            for d in range(D):
-                kp[g, d >> 1, slot, d & 1] = tmp[d]
-            k_scale[g, slot] = s
-    for g in range(G):
-        o = (H + G + g) * D
-        s = _absmax(x[o:o + D], scratch) / KV_MAX
-        _quantize_kv(x[o:o + D], s, tmp)
-        for d in range(D):
-            vp[g, slot >> 1, d, slot & 1] = tmp[d]
-        v_scale[g, slot] = s
+    first, last = (0, G) if group < 0 else (group, group + 1)
+    for g in range(first, last):
+        for h in range(g * R, (g + 1) * R):
+            _head_input(x, cos, sin, H, G, h, sink, write_sink, kp, k_scale, slot, qp,
+                        q_scale, rot, tmp, scratch, key_mul, key_div, scaled)
+    for g in range(first, last):
+        _head_input(x, cos, sin, H, G, H + g, sink, write_sink, kp, k_scale, slot, qp,
+                    q_scale, rot, tmp, scratch, key_mul, key_div, scaled)
+    for g in range(first, last):
+        _value_input(x, H, G, g, D, vp, v_scale, slot, tmp, scratch)
 
 
 @njit(**_JIT)
@@ -434,7 +456,7 @@ def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sc
         for b in range(start, stop):
             _attention_input(qkv[b], cos, sin, H, G, sink[b], write_sink, kp[b], k_scale[b],
                              vp[b], v_scale[b], slot, qp, q_scale, rot, tmp, scratch,
-                             key_mul, key_div, scaled)
+                             key_mul, key_div, scaled, -1)
             ob = out[b].reshape((H, D))
             for g in range(G):
                 _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kp[b, g],
@@ -447,10 +469,10 @@ def attention_run(qkv, cos, sin, H, G, sink, kp, k_scale, vp, v_scale, slots, ns
                   table, out, chunks, key_mul, key_div, scaled):
     """attention_layer for T consecutive steps of one layer at once: qkv [T, B, (H + 2G) D],
     cos and sin [T, D], slots and ns [T] (each step's slot and valid slots) -> out
-    [T, B, H D]. Each stream's steps run in order, each writing its keys and values before
-    it attends, so every query sees the window of its own step, as T calls of
-    attention_layer do; a stream's T steps one after the other (no stream touches another's
-    cache) find its keys and values in the core's cache after the first."""
+    [T, B, H D]. Each (stream, key group) takes its steps in order, each writing its key and
+    value before it attends, so every query sees the window of its own step, as T calls of
+    attention_layer do; a group's T steps one after the other (no group touches another's
+    part of the cache) find its keys and values in the core's cache after the first."""
     T, B = qkv.shape[0], qkv.shape[1]
     D = cos.shape[1]
     W = kp.shape[-2]
@@ -462,19 +484,18 @@ def attention_run(qkv, cos, sin, H, G, sink, kp, k_scale, vp, v_scale, slots, ns
         qp = np.empty((H, D // 2), np.int32)
         q_scale = np.empty(H, np.float32)
         acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, D, W)
-        start, stop = _part(c, chunks, B)
-        for b in range(start, stop):
+        start, stop = _part(c, chunks, B * G)
+        for bg in range(start, stop):
+            b, g = bg // G, bg % G
             for t in range(T):
                 slot = slots[t]
                 _attention_input(qkv[t, b], cos[t], sin[t], H, G, sink[b], slot < S, kp[b],
                                  k_scale[b], vp[b], v_scale[b], slot, qp, q_scale, rot, tmp,
-                                 scratch, key_mul, key_div, scaled)
+                                 scratch, key_mul, key_div, scaled, g)
                 ob = out[t, b].reshape((H, D))
-                for g in range(G):
-                    _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R],
-                                  kp[b, g], k_scale[b, g], vp[b, g], v_scale[b, g], ns[t],
-                                  step, table, ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a,
-                                  ap, o, scratch)
+                _attend_group(qp[g * R:(g + 1) * R], q_scale[g * R:(g + 1) * R], kp[b, g],
+                              k_scale[b, g], vp[b, g], v_scale[b, g], ns[t], step, table,
+                              ob[g * R:(g + 1) * R], acc, s, idx, ks, vs, a, ap, o, scratch)
 
 
 @njit(**_PAR)
@@ -770,7 +791,7 @@ def attention_steps(engine, cache, i: int, pos: list, qkv: torch.Tensor) -> torc
     attention_run(qkv.numpy().reshape(T, b, -1), cos, sin, H, G, cache.sink_keys.numpy()[i],
                   cache.kp.numpy()[i], cache.k_scale.numpy()[i], cache.vp.numpy()[i],
                   cache.v_scale.numpy()[i], slots, ns, F32(engine.score_step),
-                  _view(engine.table), out, _chunks(b), key_mul, key_div, scaled)
+                  _view(engine.table), out, _chunks(b * G), key_mul, key_div, scaled)
     return torch.from_numpy(out.reshape(T * b, H * D))
 
 
