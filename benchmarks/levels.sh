@@ -5,7 +5,7 @@
 #
 #   benchmarks/levels.sh ../shared/data/alice29.txt            # levels 1..8
 #   LEVELS="1 5 9" benchmarks/levels.sh FILE --threads 1       # chosen levels, extra flags
-# Level 9 (--best) takes ~10x the default's time; it is not in the default list.
+# Level 9 (--best) decompresses in ~10x the default's time; it is not in the default list.
 set -euo pipefail
 
 file=${1:?usage: levels.sh FILE [llmzip flags...]}

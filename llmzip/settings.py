@@ -26,10 +26,12 @@ class Level:
 
 
 # The level ladder (-1 .. -9, README "Levels", figures in benchmarks/RESULTS.md): one table.
-# Time goes with the steps (the weights are read once per step, so fewer streams cost more
-# steps) and with the window each token attends to; ratio improves with the window and with
-# fewer cold starts. Level 5 is the default, 9 is --best. Nothing here is stored in a file:
-# the header holds the window, the priming and each frame's stream count.
+# Decompress time goes with the steps (the weights are read once per step, so fewer streams
+# cost more steps) and with the window each token attends to; compressing runs the model
+# ahead over many steps (predictor.py), so fewer streams cost it much less. Ratio improves
+# with the window and with fewer cold starts. Level 5 is the default, 9 is --best. Nothing
+# here is stored in a file: the header holds the window, the priming and each frame's stream
+# count.
 LEVELS = {
     1: Level(512, 1024),
     2: Level(1024, 1024),
