@@ -428,6 +428,13 @@ def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, ac
 
 
 @njit(**_JIT)
+def _input_buffers(H, D):
+    """_attention_input's per-thread buffers: rot, tmp, qp, q_scale."""
+    return (np.empty(D, np.float32), np.empty(D, np.int8), np.empty((H, D // 2), np.int32),
+            np.empty(H, np.float32))
+
+
+@njit(**_JIT)
 def _attend_buffers(R, D, W):
     return (np.empty((R, W), np.int32), np.empty(W, np.float32), np.empty(W, np.uint32),
             np.empty(W, np.float32), np.empty(W, np.float32), np.empty(W, np.int32),
@@ -447,10 +454,7 @@ def attention_layer(qkv, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sc
     W = kp.shape[-2]
     R = H // G
     for c in prange(chunks):
-        rot = np.empty(D, np.float32)
-        tmp = np.empty(D, np.int8)
-        qp = np.empty((H, D // 2), np.int32)
-        q_scale = np.empty(H, np.float32)
+        rot, tmp, qp, q_scale = _input_buffers(H, D)
         acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, D, W)
         start, stop = _part(c, chunks, B)
         for b in range(start, stop):
@@ -479,10 +483,7 @@ def attention_run(qkv, cos, sin, H, G, sink, kp, k_scale, vp, v_scale, slots, ns
     R = H // G
     S = sink.shape[2]
     for c in prange(chunks):
-        rot = np.empty(D, np.float32)
-        tmp = np.empty(D, np.int8)
-        qp = np.empty((H, D // 2), np.int32)
-        q_scale = np.empty(H, np.float32)
+        rot, tmp, qp, q_scale = _input_buffers(H, D)
         acc, s, idx, ks, vs, a, ap, o, scratch = _attend_buffers(R, D, W)
         start, stop = _part(c, chunks, B * G)
         for bg in range(start, stop):
