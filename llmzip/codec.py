@@ -6,8 +6,9 @@ decode them). Everything the decoder needs to repeat the computation is in the h
 (settings.py's model section) and in each frame's stream table (layout.py).
 
 Each frame is coded the smallest of three ways: stored, raw LZMA2 (for what the model does not
-help: binary data, UTF-16, ...) or by the model. A file whose only frame is not coded by the
-model has no model section in its header.
+help: binary data, UTF-16, ...) or by the model; CRLF text is given to the model as LF text
+(lineends.py). A file whose only frame is not coded by the model has no model section in its
+header.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
 from llmzip.kernels import configure
 from llmzip.keyscale import exponents
 from llmzip.layout import Layout
+from llmzip.lineends import to_crlf, to_lf
 from llmzip.llama import longest_window
 from llmzip.model import LoadedModel, load
 from llmzip.predictor import Predictor
@@ -119,9 +121,11 @@ class FrameEncoder:
         choices: list[fmt.Frame] = [fmt.StoredFrame(data, crc)]
         if data and CLASSIC:
             choices.append(fmt.LzmaFrame(len(data), crc, fmt.lzma_pack(data)))
-        tokens = self.model.tokens.encode(data)
+        text = to_lf(data)
+        tokens = self.model.tokens.encode(data if text is None else text)
         if 0 < len(tokens) <= BINARY_TOKENS_PER_BYTE * len(data):
-            choices.append(self._code(data, crc, tokens, progress))
+            frame = self._code(data, crc, tokens, progress)
+            choices.append(replace(frame, crlf=text is not None))
         elif progress:
             progress(len(data))
         best = min(choices, key=lambda f: len(fmt.frame_bytes(f, self.coding.prime)))
@@ -298,9 +302,10 @@ class FrameDecoder:
         predictor = Predictor(model, layout, self.coding)
         _run_frame(predictor, code, _frame_progress(progress, frame.length, layout.steps))
         try:
-            return model.tokens.decode(layout.gather(table))
+            data = model.tokens.decode(layout.gather(table))
         except ValueError:
             raise ChecksumError(f"corrupt data in frame {index} (undecodable tokens)") from None
+        return to_crlf(data) if frame.crlf else data
 
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,

@@ -8,7 +8,8 @@ little-endian. Format 3 (written by this llmzip):
     model   = fingerprint:8 engine:u8 window:varint sinks:u8 prime:varint mix_len:u8 mix
             | fingerprint:8 engine:u8 preset:u8    (flag 16: SETTINGS_PRESETS[preset] gives
                                                     window, sinks, prime and mix)
-    frame   = kind:u8 ...
+    frame   = kind:u8 ...   (coded and even frames: kind | 16 where the frame was CRLF text
+                             coded as LF text, lineends.py)
       stored: kind=1 length:varint crc32:4 bytes[length]
       coded:  kind=2 length:varint crc32:4 streams:varint tokens:varint*streams
               payload_len:varint payload_crc32:4 payload[payload_len]
@@ -27,7 +28,7 @@ A file of one coded frame is written in the short form (header flag 4), 10-11 by
     body    = flags:u8 model              (no frame_size: the one frame's length bounds it)
     lone    = length:varint crc32:4 streams:varint total_tokens:varint
               (tokens per stream as in an even frame; the payload runs to the file's last
-              4 bytes)
+              4 bytes; header flag 32: the frame was CRLF text coded as LF text)
 
 ``file_crc32`` covers every byte before it: it stands for the header, payload and end
 records' CRCs of the long form and is checked, over the whole file, before the body is parsed.
@@ -37,7 +38,9 @@ exponents (keyscale.py). ``mix``: the mixer settings (settings.MixConfig.to_byte
 bytes 3, 4 and 7 are presets: the defaults of versions 3 and 4, the 1.5B model's settings).
 ``flags`` bit 0: a model section follows (files of stored and lzma frames only omit it); bit 2:
 the short form; bit 3: tokens coded in two parts (coder.py); bit 4: the model section's
-settings are a preset (5 bytes fewer: what every small input and --best file gets).
+settings are a preset (5 bytes fewer: what every small input and --best file gets); bit 5:
+the short form's frame was CRLF text coded as LF text (lineends.py). Both line-end marks were
+added within format 3: older readers of format 3 refuse such files as made by a newer llmzip.
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
 is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
@@ -61,7 +64,7 @@ import lzma
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from llmzip.errors import FormatError
@@ -80,6 +83,8 @@ FLAG_PORTABLE = 2  # formats 1-2 only
 FLAG_SHORT = 4  # format 3: one coded frame, the short form
 FLAG_SPLIT = 8  # format 3: tokens range-coded in two parts (coder.py), with FLAG_MODEL
 FLAG_PRESET = 16  # format 3: the model section's settings are one byte of SETTINGS_PRESETS
+FLAG_CRLF = 32  # format 3, short form: the frame's CRLF text was coded as LF text
+KIND_CRLF = 16  # format 3, or'd into a coded or even frame's kind: the same for that frame
 
 KIND_END, KIND_STORED, KIND_CODED, KIND_EVEN, KIND_LZMA = 0, 1, 2, 3, 4
 KIND_END1 = 5
@@ -188,6 +193,7 @@ class Header:
     model: ModelSection | None
     version: int = FORMAT_VERSION
     lone: bytes | None = None  # the short form's frame record and payload (file CRC checked)
+    crlf: bool = False  # the short form's FLAG_CRLF
 
     def to_bytes(self) -> bytes:
         """Format 3's long form only: older formats are read, never written."""
@@ -225,7 +231,7 @@ class Header:
                     rest[:-4], zlib.crc32(r.seen)):
                 raise FormatError("corrupt file: damaged or truncated (checksum mismatch)")
             header = _parse_header(Reader(io.BytesIO(body)), version)
-            return Header(MAX_FRAME_SIZE, header.model, version, rest[:-4])
+            return replace(header, lone=rest[:-4])
         if r.u32() != zlib.crc32(r.seen[:-4]):
             raise FormatError("corrupt file: the header is damaged (checksum mismatch)")
         return _parse_header(Reader(io.BytesIO(body)), version)
@@ -261,7 +267,8 @@ def short_bytes(model: ModelSection, frame: CodedFrame) -> bytes | None:
     total, streams = sum(frame.tokens), len(frame.tokens)
     if not _is_even(frame.tokens, model.prime):
         return None
-    body = bytes([_model_flags(model) | FLAG_SHORT]) + _model_bytes(model)
+    body = (bytes([_model_flags(model) | FLAG_SHORT | (FLAG_CRLF if frame.crlf else 0)])
+            + _model_bytes(model))
     out = (MAGIC + bytes([FORMAT_VERSION]) + write_varint(len(body)) + body
            + write_varint(frame.length) + struct.pack("<I", frame.crc) + write_varint(streams)
            + write_varint(total) + frame.payload)
@@ -279,8 +286,9 @@ def _parse_header(r: Reader, version: int) -> Header:
     """A format-3 header body whose CRC matched (the file's, in the short form)."""
     flags = r.u8()
     short = flags & FLAG_SHORT
-    if flags & ~(FLAG_MODEL | FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET) or (
-            flags & (FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET) and not flags & FLAG_MODEL):
+    if flags & ~(FLAG_MODEL | FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET | FLAG_CRLF) or (
+            flags & (FLAG_SHORT | FLAG_SPLIT | FLAG_PRESET) and not flags & FLAG_MODEL) or (
+            flags & FLAG_CRLF and not short):
         raise FormatError("made by a newer llmzip, or corrupt: unknown header flags")
     model = None
     if flags & FLAG_MODEL:
@@ -308,7 +316,7 @@ def _parse_header(r: Reader, version: int) -> Header:
         raise FormatError("corrupt file: frame size 0")
     if r.f.read(1):
         raise FormatError("made by a newer llmzip, or corrupt: unknown header fields")
-    return Header(frame_size, model, version)
+    return Header(frame_size, model, version, crlf=bool(flags & FLAG_CRLF))
 
 
 def _read_old_header(r: Reader, version: int) -> Header:
@@ -359,6 +367,7 @@ class CodedFrame:
     crc: int
     tokens: tuple[int, ...]  # per stream, non-increasing
     payload: bytes
+    crlf: bool = False  # the tokens are the LF text of CRLF text (lineends.py)
 
 
 @dataclass(frozen=True)
@@ -388,7 +397,8 @@ def frame_bytes(frame: Frame, prime: int = 0) -> bytes:
         return (bytes([KIND_LZMA]) + write_varint(frame.length) + struct.pack("<I", frame.crc)
                 + _payload(frame.payload))
     is_even = _is_even(frame.tokens, prime)
-    out = bytearray([KIND_EVEN if is_even else KIND_CODED]) + write_varint(frame.length)
+    kind = (KIND_EVEN if is_even else KIND_CODED) | (KIND_CRLF if frame.crlf else 0)
+    out = bytearray([kind]) + write_varint(frame.length)
     out += struct.pack("<I", frame.crc) + write_varint(len(frame.tokens))
     for n in (sum(frame.tokens),) if is_even else frame.tokens:
         out += write_varint(n)
@@ -409,6 +419,9 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
         crc = r.u32()
         return StoredFrame(r.bytes(n), crc)
     new = header.version >= 3
+    crlf = new and kind & KIND_CRLF and kind & ~KIND_CRLF in (KIND_CODED, KIND_EVEN)
+    if crlf:
+        kind &= ~KIND_CRLF
     if kind == KIND_LZMA and new:
         length = r.varint(header.frame_size, "frame length")
         crc = r.u32()
@@ -419,7 +432,8 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
         raise FormatError(f"corrupt file: unknown frame kind {kind}")
     length, crc, tokens = _coded_head(r, header, kind == KIND_EVEN)
     # ~32 bits/token is far above any real code length, and bounds the allocation.
-    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index))
+    return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index),
+                      bool(crlf))
 
 
 def _coded_head(r: Reader, header: Header, even: bool) -> tuple[int, int, tuple[int, ...]]:
@@ -452,7 +466,7 @@ def _read_lone(header: Header) -> CodedFrame:
     payload = f.read()
     if len(payload) > 8 * sum(tokens) + 64:
         raise FormatError("corrupt file: more compressed data than its tokens can take")
-    return CodedFrame(length, crc, tokens, payload)
+    return CodedFrame(length, crc, tokens, payload, header.crlf)
 
 
 def _read_payload(r: Reader, most: int, with_crc: bool, index: int | None) -> bytes:

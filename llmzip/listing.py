@@ -65,7 +65,7 @@ def describe(f: BinaryIO, name: str) -> str:
                 f"  frame {index}: {frame.length} bytes -> {len(frame.payload)} bytes, "
                 f"{sum(frame.tokens)} tokens in {len(frame.tokens)} "
                 f"stream{'s' if len(frame.tokens) > 1 else ''}, "
-                f"crc32 {frame.crc:08x}"
+                f"crc32 {frame.crc:08x}" + (", CRLF line ends coded as LF" if frame.crlf else "")
             )
     if frame.length is not None:  # else an end1 record: the one frame's length and CRC
         length, crc = frame.length, frame.crc

@@ -39,6 +39,12 @@ def test_golden_files_exist():
         assert split.model.split and (split.lone is not None) == (name == "split")
     blob = (GOLDEN[0].parent.parent / "v3/preset.llmz").read_bytes()
     assert blob[6] & fmt.FLAG_PRESET and blob[5] == 11  # flags, fingerprint, engine, preset
+    crlf = fmt.Header.read(io.BytesIO((GOLDEN[0].parent.parent / "v3/crlf.llmz").read_bytes()))
+    assert crlf.lone is not None and crlf.crlf  # CRLF text coded as LF text, short form
+    f = io.BytesIO((GOLDEN[0].parent.parent / "v3/crlf-frames.llmz").read_bytes())
+    marks = [frame.crlf for _, frame in fmt.frames(f, fmt.Header.read(f))
+             if isinstance(frame, fmt.CodedFrame)]
+    assert marks == [True, False, True]  # and per frame, long form
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -26,6 +26,7 @@ from tests.helpers import CORPUS, build_model_dir  # noqa: E402
 
 SETTINGS = {"window": 16, "sinks": 2, "threads": 1}
 TEXT = CORPUS.encode() * 2
+CRLF = CORPUS.encode().replace(b"\n", b"\r\n").replace(b". ", b".\r\n").replace(b", ", b",\r\n")
 # name: (data, settings, coded by the model: lzma is not tried, so the frames exercise the
 # engine even where the tiny random model loses to lzma)
 CASES = {
@@ -44,6 +45,11 @@ CASES = {
     # the model section's settings as one preset byte (header flag 16): one stream, window
     # 4096, 4 sinks, no priming, mixer preset 4
     "preset": (TEXT, {"streams": 1, "window": 4096, "sinks": 4, "prime": 0}, True),
+    # CRLF text coded as LF text: short form (header flag 32), and per frame (kind | 16), the
+    # middle frame starting with the LF of a CRLF that the frame boundary cut, so coded as is
+    "crlf": (CRLF, {"streams": 2}, True),
+    "crlf-frames": (CRLF[:299] + CRLF[305:606] + CRLF[:300], {"streams": 2, "frame_size": 300},
+                    True),
     "binary": (bytes(range(256)) * 2 + b"\xff\xfe\x00", {}, False),
     "stored": (random.Random(0).randbytes(300), {}, False),
     "empty": (b"", {}, False),
