@@ -40,7 +40,8 @@ bytes 3, 4 and 7 are presets: the defaults of versions 3 and 4, the 1.5B model's
 the short form; bit 3: tokens coded in two parts (coder.py); bit 4: the model section's
 settings are a preset (5 bytes fewer: what every small input and --best file gets); bit 5:
 the short form's frame was CRLF text coded as LF text (lineends.py). Both line-end marks were
-added within format 3: older readers of format 3 refuse such files as made by a newer llmzip.
+added within format 3: earlier readers of format 3 refuse such files (unknown header flags, or
+an unknown frame kind), never misread them.
 ``header_crc32`` covers every header byte before it and is checked before the body is read,
 so a damaged header is reported as damage, not as another model or a newer format. ``crc32``
 is that of the frame's original bytes (checked after decoding), ``payload_crc32`` that of its
@@ -429,7 +430,7 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
         return LzmaFrame(length, crc, _read_payload(r, length + length // 8 + 1024, new, index))
     if (kind not in (KIND_CODED, KIND_EVEN) or header.model is None
             or (kind == KIND_EVEN and header.version < 2)):
-        raise FormatError(f"corrupt file: unknown frame kind {kind}")
+        raise FormatError(f"corrupt file, or made by a newer llmzip: unknown frame kind {kind}")
     length, crc, tokens = _coded_head(r, header, kind == KIND_EVEN)
     # ~32 bits/token is far above any real code length, and bounds the allocation.
     return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index),
