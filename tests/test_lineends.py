@@ -15,6 +15,7 @@ from llmzip import codec
 from llmzip import container as fmt
 from llmzip.errors import ChecksumError
 from llmzip.lineends import to_crlf, to_lf
+from llmzip.listing import describe
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
@@ -70,6 +71,9 @@ def test_each_frame_decides_for_itself(tiny_model, model_coded):
     blob = llmzip.compress(data, model=tiny_model, streams=2, frame_size=cut, **TINY)
     assert [f.crlf for f in _frames(blob)] == [True, False, True]
     assert llmzip.decompress(blob, model=tiny_model) == data
+    listed = describe(io.BytesIO(blob), "x.llmz").splitlines()
+    assert [("CRLF line ends coded as LF" in line) for line in listed
+            if line.lstrip().startswith("frame ")] == [True, False, True]
 
 
 def test_a_flipped_crlf_mark_is_a_checksum_error(tiny_model, model_coded):
