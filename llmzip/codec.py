@@ -124,14 +124,13 @@ class FrameEncoder:
         text = to_lf(data)
         tokens = self.model.tokens.encode(data if text is None else text)
         if 0 < len(tokens) <= BINARY_TOKENS_PER_BYTE * len(data):
-            frame = self._code(data, crc, tokens, progress)
-            choices.append(replace(frame, crlf=text is not None))
+            choices.append(self._code(data, crc, tokens, text is not None, progress))
         elif progress:
             progress(len(data))
         best = min(choices, key=lambda f: len(fmt.frame_bytes(f, self.coding.prime)))
         return best, len(tokens) if isinstance(best, fmt.CodedFrame) else 0, self.section
 
-    def _code(self, data: bytes, crc: int, tokens: np.ndarray,
+    def _code(self, data: bytes, crc: int, tokens: np.ndarray, crlf: bool,
               progress: Progress | None) -> fmt.CodedFrame:
         layout = Layout.split(len(tokens), self.settings.streams, self.coding.prime,
                               self.settings.segment)
@@ -145,7 +144,7 @@ class FrameEncoder:
 
         predictor = Predictor(self.model, layout, self.coding, ahead=table)
         _run_frame(predictor, code, _frame_progress(progress, len(data), layout.steps))
-        return fmt.CodedFrame(len(data), crc, layout.lengths, encoder.finish())
+        return fmt.CodedFrame(len(data), crc, layout.lengths, encoder.finish(), crlf)
 
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, settings: Settings | None = None,

@@ -420,7 +420,7 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
         crc = r.u32()
         return StoredFrame(r.bytes(n), crc)
     new = header.version >= 3
-    crlf = new and kind & KIND_CRLF and kind & ~KIND_CRLF in (KIND_CODED, KIND_EVEN)
+    crlf = bool(new and kind & KIND_CRLF) and (kind & ~KIND_CRLF) in (KIND_CODED, KIND_EVEN)
     if crlf:
         kind &= ~KIND_CRLF
     if kind == KIND_LZMA and new:
@@ -434,7 +434,7 @@ def read_frame(f: BinaryIO, header: Header, index: int | None = None) -> Frame:
     length, crc, tokens = _coded_head(r, header, kind == KIND_EVEN)
     # ~32 bits/token is far above any real code length, and bounds the allocation.
     return CodedFrame(length, crc, tokens, _read_payload(r, 8 * sum(tokens) + 64, new, index),
-                      bool(crlf))
+                      crlf)
 
 
 def _coded_head(r: Reader, header: Header, even: bool) -> tuple[int, int, tuple[int, ...]]:
