@@ -11,8 +11,10 @@ venv's packages and the model cache in ~/.cache/llmzip), the base first, then th
 run it on a quiet machine. ``--repeat R`` makes R such rounds and prints each round's ratios
 and their median (the host's speed drifts within a run: one round is one sample).
 ``--isa avx2`` emulates an AVX2-only host for both (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell with Haswell's features: on such a host the
-baseline's `auto` dtype is "mixed" and the int8 kernel fails its start-up probe here).
+ONEDNN_MAX_CPU_ISA=AVX2, NUMBA_CPU_NAME=haswell with Haswell's features: oneDNN's AVX2 int8
+kernel saturates, so the int8 kernel fails its start-up probe); ``--isa avx2-ref`` is that with
+oneDNN off in torch, so that ``torch._int_mm`` is torch's exact reference loop, as on an
+AVX2-only AMD EPYC (the baseline e0cb0eb picks it there).
 Peak memory is each child's ru_maxrss (os.wait4).
 """
 
@@ -28,10 +30,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ISAS = {"host": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                          "NUMBA_CPU_NAME": "haswell",
-                          # (numba adds the host's own features to a named CPU unless told)
-                          "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt"}}
+_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "NUMBA_CPU_NAME": "haswell",
+         # (numba adds the host's own features to a named CPU unless told)
+         "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt"}
+ISAS = {"host": {}, "avx2": _AVX2,
+        # an AVX2-only AMD host as torch sees it: no oneDNN int8 kernel, so torch._int_mm is
+        # its exact reference loop (torch.backends.mkldnn off, through a sitecustomize)
+        "avx2-ref": {**_AVX2, "LLMZIP_BENCH_NO_ONEDNN": "1"}}
 
 
 def cpu_flags() -> str:
@@ -56,7 +61,14 @@ def baseline_tree(rev: str) -> Path:
 
 def run(src: Path, args: list[str], data_in: Path, out: Path, env: dict[str, str]):
     """``python -m llmzip ARGS -c data_in > out`` from checkout ``src``: (seconds, peak MB)."""
-    env = {**os.environ, **env, "PYTHONPATH": str(src)}
+    path = str(src)
+    if env.get("LLMZIP_BENCH_NO_ONEDNN"):
+        site = Path(tempfile.gettempdir()) / "llmzip-no-onednn"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            "import torch\ntorch.backends.mkldnn.enabled = False\n")
+        path = f"{site}{os.pathsep}{path}"
+    env = {**os.environ, **env, "PYTHONPATH": path}
     start = time.perf_counter()
     with open(out, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "llmzip", *args, "-q", "-c",

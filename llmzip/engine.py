@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from llmzip import exactmath as xm
-from llmzip import fused, rotary
+from llmzip import fused, intmm, rotary
 from llmzip.kernels import Products, sqrt
 from llmzip.llama import LlamaConfig, cache_shape, grown, ring_step
 from llmzip.pairdot import padded_window, unpair_keys, unpair_values
@@ -81,6 +81,15 @@ def _pieces(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return scale
 
 
+def fused_linear(lin: IntLinear, x: torch.Tensor, gain: torch.Tensor | None = None,
+                 eps: float = 0.0) -> torch.Tensor:
+    """fused.linear, or intmm.linear for the ``int16`` kernel: ``lin(x)``, or with ``gain``
+    ``Engine.normed_linear(x, lin, gain)`` with ``rms_eps = eps``."""
+    if lin.products.name == "int16":
+        return intmm.linear(lin, x, gain, eps)
+    return fused.linear(lin, x, gain, eps)
+
+
 class IntLinear:
     """int8 weights [N, K] with a float32 scale per output row (and an optional float32 bias)."""
 
@@ -96,7 +105,7 @@ class IntLinear:
         products of the pieces, ``256 P(hi) + P(lo)`` rounded once, times the activation scale
         (times ``row``, a factor per row, if given) and the weight scale."""
         if row is None and fused.usable(x):
-            return fused.linear(self, x)  # the same bits, fused (fused.py)
+            return fused_linear(self, x)  # the same bits, fused (fused.py, intmm.py)
         b = x.shape[0]
         pieces = torch.empty((2, b, x.shape[1]), dtype=F32, device=x.device)
         scale = _pieces(x, pieces)
@@ -111,13 +120,22 @@ class IntLinear:
         return y
 
 
+def linear_shapes(config: LlamaConfig) -> list[tuple[int, int]]:
+    """The weight shapes (N, K) of one layer's products and of a slice of the LM head: what
+    kernels.choose times the kernels on."""
+    c = config
+    C, D = c.hidden_size, c.head_dim
+    return [((c.num_heads + 2 * c.num_kv_heads) * D, C), (C, c.num_heads * D),
+            (2 * c.intermediate_size, C), (C, c.intermediate_size), (min(c.vocab_size, 4096), C)]
+
+
 class Engine:
     """The arithmetic of the layer loop (llama.py) in format 3, on one device."""
 
     def __init__(self, config: LlamaConfig, device: str | torch.device = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
-        self.products = Products(self.device)
+        self.products = Products(self.device, shapes=linear_shapes(config))
         self.table = xm.exp_table(STEP_BITS, ATT_BITS, 0, ATT_SIZE).to(self.device, F32)
         self.score_step = (1 << STEP_BITS) / math.sqrt(config.head_dim)  # per nat / sqrt(D)
 
@@ -157,7 +175,7 @@ class Engine:
         outlier dimensions do not take the other dimensions' bits), and 1 / rms(x) is one
         factor per row after the product, from the exact sum of squares of x as integers."""
         if fused.usable(x):
-            return fused.linear(lin, x, gain, self.config.rms_eps)
+            return fused_linear(lin, x, gain, self.config.rms_eps)
         scale = _scale_of(x, QMAX)
         q = torch.div(x, scale).round_().double()
         ss = torch.linalg.vecdot(q, q).unsqueeze(-1)  # exact: integers below 2**53

@@ -22,12 +22,11 @@ from llmzip.fused import (
     attention_steps,
     bias_update,
     contraction_free,
-    linear,
     lm_frequencies,
     mixture,
     silu_,
 )
-from llmzip.kernels import Products
+from llmzip.kernels import Products, exact_kernels
 from llmzip.llama import LlamaConfig
 from llmzip.recall import K as RECALL_K
 from llmzip.recall import Recall
@@ -47,6 +46,22 @@ def enable() -> bool:
         except Exception:  # any failure (a numba error, a mismatch): the torch reference
             fused._STATE["ok"] = False
     return fused.available()
+
+
+def bound_rows(k: int = 1536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations [3, k] and int8 weights [16 * 17, k] whose pieces' products pass 2**24, so
+    that ``f32(P_lo) + 256 f32(P_hi)`` differs from ``f32(P)`` in many entries (intmm.py's
+    bound): rows near their largest value against columns of 127 with a few other entries."""
+    cols = []
+    for t in range(-127, 128, 15):
+        w = torch.full((16, k), 127, dtype=torch.int8)
+        w[:, 0] = t
+        w[:, 1:16] = torch.arange(-120, -105, dtype=torch.int8)
+        w[:, 5] = torch.arange(16, dtype=torch.int8)
+        cols.append(w)
+    x = torch.ones(3, k)
+    x[1, 0], x[2, 3] = 0.5, 0.25
+    return x, torch.cat(cols)
 
 
 def adversarial(rows: int, cols: int, seed: int = 0, top: float = 32639.0,
@@ -106,7 +121,6 @@ def _failures() -> list[str]:
         if not same and name not in bad:
             bad.append(name)
 
-    products = Products("cpu")
     config = LlamaConfig(vocab_size=8, hidden_size=64, intermediate_size=8, num_layers=2,
                          num_heads=4, num_kv_heads=2, head_dim=16, rope_theta=10000.0,
                          rms_eps=1e-5, tie_embeddings=True)
@@ -116,13 +130,23 @@ def _failures() -> list[str]:
         x = adversarial(10, 96, seed=1)
         gain = torch.randn(96, generator=gen)
         gain[:8] = torch.tensor([1.0, 2.0, 0.5, -1.0, 0.0, 1e-3, 300.0, 1.0])
+        reference = Products("cpu", "float32")
         for bias in (None, torch.randn(40, generator=gen)):
             w = torch.randint(-127, 128, (40, 96), generator=gen, dtype=torch.int8)
             w[0], w[1] = 127, -127
-            lin = E.IntLinear(w, torch.rand(40, generator=gen) * 0.01, products, bias)
-            check("linear", _same(lin(x), linear(lin, x)))
-            check("normed_linear",
-                  _same(engine.normed_linear(x, lin, gain), linear(lin, x, gain, 1e-5)))
+            w_scale = torch.rand(40, generator=gen) * 0.01
+            ref = E.IntLinear(w, w_scale, reference, bias)
+            for name in exact_kernels("cpu"):
+                lin = E.IntLinear(w, w_scale, Products("cpu", name), bias)
+                check("linear", _same(ref(x), lin(x)) and _same(ref(x), E.fused_linear(lin, x)))
+                check("normed_linear", _same(engine.normed_linear(x, ref, gain),
+                                             E.fused_linear(lin, x, gain, 1e-5)))
+        # intmm's rows past its bound (an inner dimension above kernels.F32_CHUNK)
+        if "int16" in exact_kernels("cpu"):
+            x, w = bound_rows()
+            ref = E.IntLinear(w, torch.ones(w.shape[0]), reference)
+            lin = E.IntLinear(w, torch.ones(w.shape[0]), Products("cpu", "int16"))
+            check("linear", _same(ref(x), E.fused_linear(lin, x)))
         # silu, on a strided view like llama.py's chunk
         gu = torch.cat([adversarial(8, 64, seed=2) * 4, torch.randn(8, 64, generator=gen)], 1)
         gu[7, :6] = torch.tensor([-100.0, 100.0, 87.5, -88.5, -0.0, 1e-30])

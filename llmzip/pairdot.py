@@ -40,7 +40,8 @@ try:
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError:  # fused.py falls back to the torch reference
-    madd4 = dot16 = wsum64 = prefetch = None
+    madd4 = dot16 = wsum64 = prefetch = rows4 = rows1 = None
+    ROWS = 4
 else:
     LANES = 16  # int32 lanes of acc per call
 
@@ -231,6 +232,51 @@ else:
             return context.get_dummy_value()
 
         return sig, codegen
+
+    def _rows_intrinsic(rows: int):
+        """The intrinsic ``rows{rows}(acc, k, ko, q, qo, qs, count)``: for r < rows,
+        ``acc[16 r:16 r + 16] = sum over p < count of pairs(k[ko + 32 p:][:32], q[qo + r qs + p])``
+        (stored, not added). Each 32-byte run of k is loaded and sign-extended once for all
+        ``rows`` rows, whose accumulators stay in registers: a matrix product's inner loop
+        (intmm.py), ``rows`` activation rows against 16 weight columns."""
+
+        @intrinsic
+        def rows_madd(typingctx, acc, k, ko, q, qo, qs, count):
+            sig = types.void(acc, k, ko, q, qo, qs, count)
+
+            def codegen(context, builder, sig, args):
+                width = _width(context)
+                arr_a, arr_k, arr_q = (context.make_array(sig.args[j])(context, builder, args[j])
+                                       for j in (0, 1, 3))
+                ko_, qo_, qs_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
+                                     for j in (2, 4, 5, 6))
+                accs = _accumulators(builder, rows)
+                i16 = ir.IntType(16)
+                with cgutils.for_range(builder, n_) as loop:
+                    p = loop.index
+                    off = builder.add(ko_, builder.mul(p, ir.Constant(p.type, 32)))
+                    kv = _load_pairs(builder, arr_k, off)
+                    k16 = builder.sext(kv, ir.VectorType(i16, 32))
+                    for r in range(rows):
+                        at = builder.add(builder.add(qo_, builder.mul(qs_, ir.Constant(
+                            qs_.type, r))), p)
+                        qv = _pair_at(builder, arr_q, at)
+                        part = (_pairs_x86(builder, k16, qv, width) if width
+                                else _pairs_generic(builder, kv, qv))
+                        _accumulate(builder, accs[r], part)
+                for r in range(rows):
+                    builder.store(builder.load(accs[r]),
+                                  _lanes(builder, arr_a, ir.Constant(ir.IntType(64), 16 * r)),
+                                  align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return rows_madd
+
+    ROWS = 4  # the rows of rows4
+    rows4 = _rows_intrinsic(ROWS)
+    rows1 = _rows_intrinsic(1)
 
     @intrinsic
     def prefetch(typingctx, arr, off):

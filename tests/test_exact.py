@@ -20,18 +20,20 @@ from llmzip import exactmath as xm
 from tests.helpers import CORPUS, HASWELL, english_text, subprocess_env
 
 GOLDEN = Path(__file__).parent / "golden"
-# (a) the host's best kernels, (b) no SIMD in torch, oneDNN limited to SSE4.1 (so the int8
-# kernel is refused by the start-up probe) and numba's kernels compiled for a generic x86-64,
-# (c) the float32 kernel forced and the torch reference instead of the fused kernels (what a
-# machine without numba runs), (d) 1 and 2 threads; numba's kernels for an AVX2-only x86 in
-# (d) (pairdot's 256-bit path).
+# (a) the host's best kernels (kernels.choose's), (b) no SIMD in torch, oneDNN limited to
+# SSE4.1 (so the int8 kernel is refused by the start-up probe) and numba's kernels compiled
+# for a generic x86-64, with intmm's 16-bit kernel forced (its plain vector IR), (c) the
+# float32 kernel forced and the torch reference instead of the fused kernels (what a machine
+# without numba runs), (d) numba's kernels for an AVX2-only x86 (pairdot's and intmm's
+# 256-bit pmaddwd), intmm forced; 1 and 2 threads.
 ENVIRONMENTS = {
     "host-2-threads": ({}, 2),
     "no-simd-1-thread": ({"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                          "NUMBA_CPU_NAME": "generic"}, 1),
+                          "NUMBA_CPU_NAME": "generic", "LLMZIP_KERNEL": "int16"}, 1),
     "float32-kernel-1-thread": ({"LLMZIP_KERNEL": "float32", "LLMZIP_FUSED": "0"}, 1),
     "avx2-2-threads": ({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                        "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL}, 2),
+                        "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL,
+                        "LLMZIP_KERNEL": "int16"}, 2),
 }
 
 

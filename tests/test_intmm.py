@@ -1,0 +1,134 @@
+"""The 16-bit x int8 kernel (intmm.py) gives the exact integers, and the engine's linear layer
+through it the format's bits; the kernel choice goes by exactness first, then speed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llmzip import engine as E
+from llmzip import fused, fusedcheck, intmm, kernels
+from llmzip.kernels import Products
+
+pytestmark = pytest.mark.skipif(not kernels.int16_is_exact(), reason="numba is not installed")
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 2, 16), (4, 511, 17), (7, 512, 33),
+                                   (9, 2 * 2 * intmm.BLOCK + 1, 40), (13, 1536, 64)])
+def test_products_are_exact_at_the_extremes(m, k, n):
+    """Every row of the largest magnitude against every column of the largest: the biggest
+    sums an int32 block may hold (2 * 32767 * 127 * BLOCK), with odd sizes and tiles."""
+    rng = np.random.default_rng(k)
+    q = rng.integers(-32767, 32768, (m, k)).astype(np.int16)
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    q[0], w[0] = 32767, 127
+    if m > 1:
+        q[1] = -32767
+    if n > 1:
+        w[-1] = -127
+    ref = q.astype(np.int64) @ w.astype(np.int64).T
+    for chunks in (1, 2, 3):
+        assert np.array_equal(intmm.product(q, intmm.block(w), n, chunks), ref)
+
+
+def test_block_layout_is_the_documented_one():
+    w = np.arange(-60, 60, dtype=np.int8).reshape(20, 6)
+    b = intmm.block(w)
+    assert b.shape == (2, 3, 32)
+    assert b[0, 1, 2 * 3] == w[3, 2] and b[0, 1, 2 * 3 + 1] == w[3, 3]
+    assert b[1, 2, 2 * 2] == w[18, 4] and not b[1, :, 2 * 4:].any()  # columns 20.. are zero
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def test_rows_past_the_bound_take_the_pieces_and_give_the_format_bits():
+    """Where the pieces' products pass 2**24, f32(P) is not the format's value; the kernel's
+    bound check sends those rows through their pieces (the reference: the float32 kernel)."""
+    fusedcheck.enable()
+    if not fused.available():
+        pytest.skip("the fused kernels are off here")
+    x, w = fusedcheck.bound_rows()
+    ones = torch.ones(w.shape[0])
+    ref = E.IntLinear(w, ones, Products("cpu", "float32"))
+    lin = E.IntLinear(w, ones, Products("cpu", "int16"))
+    with fused.disabled():
+        want = ref(x)
+    assert torch.equal(_bits(E.fused_linear(lin, x)), _bits(want))
+    # ... and the test can fail: f32 of the whole product differs from the format somewhere
+    q = torch.round(x / (x.abs().amax(dim=1, keepdim=True) / E.QMAX)).to(torch.int16)
+    whole = torch.from_numpy(intmm.product(q.numpy(), lin.w.w, lin.w.n).astype(np.float32))
+    assert not torch.equal(_bits(whole), _bits(want))
+
+
+@pytest.mark.parametrize("k", [64, 577, 1033, 1536])
+def test_linear_matches_the_float32_reference(k, monkeypatch):
+    monkeypatch.setenv(kernels.KERNEL_ENV, "float32")  # (the engine below: no timing)
+    fusedcheck.enable()
+    gen = torch.Generator().manual_seed(k)
+    x = fusedcheck.adversarial(12, k, seed=k)
+    w = torch.randint(-127, 128, (70, k), generator=gen, dtype=torch.int8)
+    w_scale, bias = torch.rand(70, generator=gen) * 0.01, torch.randn(70, generator=gen)
+    gain = torch.randn(k, generator=gen)
+    ref = E.IntLinear(w, w_scale, Products("cpu", "float32"), bias)
+    lin = E.IntLinear(w, w_scale, Products("cpu", "int16"), bias)
+    engine = E.Engine(E.LlamaConfig(8, k, 8, 1, 1, 1, k, 1e4, 1e-5, True))
+    with fused.disabled():
+        want, want_n = ref(x), engine.normed_linear(x, ref, gain)
+        assert torch.equal(_bits(lin(x)), _bits(want))  # the torch path with this kernel
+    if fused.available():
+        assert torch.equal(_bits(E.fused_linear(lin, x)), _bits(want))
+        assert torch.equal(_bits(E.fused_linear(lin, x, gain, 1e-5)), _bits(want_n))
+
+
+# ------------------------------------------------------------------------- the choice
+
+
+def test_the_fastest_exact_kernel_is_chosen_never_a_slow_one():
+    """A fake slow-but-exact kernel loses to a fast one; the order breaks ties."""
+    seconds = {"reference-loop": 0.5, "fast": 0.01, "medium": 0.05}
+    name, times = kernels.fastest(list(seconds), seconds.__getitem__)
+    assert name == "fast" and times == seconds
+    assert kernels.fastest(["a", "b"], lambda k: 1.0)[0] == "a"
+
+
+def test_choice_times_only_exact_kernels_and_is_remembered(monkeypatch, tmp_path):
+    """A kernel whose probe failed is never timed nor chosen, however fast; the choice is
+    kept in the cache per machine and read back without timing again."""
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    monkeypatch.setattr(kernels, "exact_kernels", lambda device: ["int16", "float32"])
+    timed = []
+
+    def fake_time(name, device, shapes, rows=kernels.TIMED_ROWS, repeat=3):
+        timed.append(name)
+        return {"int8": 0.0, "int16": 0.2, "float32": 0.1}[name]  # int8: fast, inexact here
+
+    monkeypatch.setattr(kernels, "time_kernel", fake_time)
+    assert kernels.choose("cpu", [(64, 32)]) == "float32"
+    assert sorted(timed) == ["float32", "int16"]
+    saved = json.loads((tmp_path / "kernels.json").read_text())
+    assert [v["kernel"] for v in saved.values()] == ["float32"]
+    timed.clear()
+    assert kernels.choose("cpu", [(64, 32)]) == "float32" and not timed
+    assert kernels.choose("cpu", [(64, 48)]) == "float32" and timed  # other shapes: timed
+
+
+def test_a_forced_kernel_must_be_exact_here(monkeypatch):
+    from llmzip.errors import LlmzipError
+
+    monkeypatch.setattr(kernels, "exact_kernels", lambda device: ["int16", "float32"])
+    monkeypatch.setenv(kernels.KERNEL_ENV, "int16")
+    assert kernels.choose("cpu") == "int16"
+    monkeypatch.setenv(kernels.KERNEL_ENV, "int8")
+    with pytest.raises(LlmzipError, match="not an exact kernel here"):
+        kernels.choose("cpu")
+
+
+def test_timing_a_kernel_measures_seconds_per_row():
+    t = kernels.time_kernel("int16", "cpu", [(48, 40)], rows=(1, 4), repeat=1)
+    assert 0 < t < 10
