@@ -326,15 +326,18 @@ def model_list() -> None:
     def job() -> None:
         from llmzip import model as models
 
-        here = {name: size for name, _, size in models.installed()}
+        def disk(gguf: int, converted: int) -> str:
+            return (f"installed, {(gguf + converted) / 1e6:,.0f} MB on disk (model file "
+                    f"{gguf / 1e6:,.0f} MB, converted form {converted / 1e6:,.0f} MB)")
+
+        here = {name: disk(g, c) for name, _, g, c in models.installed()}
         for info in models.MODELS.values():
             mark = "*" if info.name == models.DEFAULT_MODEL else " "
-            state = (f"installed, {here.pop(info.name) / 1e6:,.0f} MB on disk"
-                     if info.name in here else f"not installed ({info.size / 1e6:,.0f} MB "
-                     "to download)")
+            state = (here.pop(info.name) if info.name in here else
+                     f"not installed ({info.size / 1e6:,.0f} MB to download)")
             click.echo(f"{mark} {info.name:22s} {state}\n    {info.note}")
-        for name, size in here.items():
-            click.echo(f"  {name:22s} installed, {size / 1e6:,.0f} MB on disk")
+        for name, state in here.items():
+            click.echo(f"  {name:22s} {state}")
 
     _run(job)
 
@@ -481,6 +484,20 @@ def main(argv: list[str] | None = None) -> None:
         except UsageError as e:
             click.echo(f"llmzip: {e}; -h for help", err=True)
             sys.exit(2)
-        cli.main(args=args, prog_name="llmzip")
+        try:
+            status = cli.main(args=args, prog_name="llmzip", standalone_mode=False)
+        except click.UsageError as e:  # one line, as every other error (not click's block)
+            message = " ".join(e.format_message().split())
+            click.echo(f"llmzip: {message}; -h for help", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"llmzip: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            files.remove_temporaries()
+            click.echo("llmzip: interrupted", err=True)
+            sys.exit(130)
+        if isinstance(status, int) and status:
+            sys.exit(status)
     finally:
         files.restore_signal_handlers(previous)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import io
 import itertools
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ import numpy as np
 
 from llmzip import container as fmt
 from llmzip import parallel
-from llmzip.coder import Decoder, Encoder
+from llmzip.coder import Decoder, Encoder, most_tokens
 from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
 from llmzip.kernels import configure
 from llmzip.keyscale import exponents
@@ -279,11 +280,16 @@ class FrameDecoder:
         if sum(frame.tokens) > BINARY_TOKENS_PER_BYTE * frame.length:
             raise FormatError(f"corrupt file: frame {index}: more tokens than its length allows")
         model = self._load()
+        if sum(frame.tokens) > most_tokens(len(frame.payload), model.vocab_size,
+                                           self.coding.split):
+            raise FormatError(f"corrupt file: frame {index}: more tokens than its compressed "
+                              "data can hold")
         try:
             layout = Layout(frame.tokens, self.coding.prime)
         except ValueError:
             raise FormatError(f"corrupt file: frame {index}: stream token counts do not fit "
                               "the header") from None
+        _check_window(model, self.coding.window, layout.streams, index)
         table = np.zeros((layout.streams, layout.steps), dtype=np.int64)
         try:
             decoder = Decoder(frame.payload, self.coding.split)
@@ -298,7 +304,10 @@ class FrameDecoder:
             table[: probs.shape[0], t] = symbols
             return symbols
 
-        predictor = Predictor(model, layout, self.coding)
+        try:
+            predictor = Predictor(model, layout, self.coding)
+        except ValueError as e:  # settings the engine refuses (llama.cache_shape)
+            raise FormatError(f"corrupt file: frame {index}: {e}") from None
         _run_frame(predictor, code, _frame_progress(progress, frame.length, layout.steps))
         try:
             data = model.tokens.decode(layout.gather(table))
@@ -307,15 +316,53 @@ class FrameDecoder:
         return to_crlf(data) if frame.crlf else data
 
 
+def _memory() -> int | None:
+    """This machine's physical memory in bytes (None where unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_window(model: LoadedModel, window: int, streams: int, index: int) -> None:
+    """Refuse, before allocating anything, a window longer than the model takes and a key/value
+    cache (every stream's window) larger than this machine's memory, as xz refuses a file
+    beyond its memory limit: a forged header cannot make the decoder swap or be killed."""
+    c = model.llama.config
+    longest = longest_window(c)
+    if longest is not None and window > longest:
+        raise FormatError(f"corrupt file: frame {index}: a {window}-token window is longer "
+                          f"than this model takes ({longest})")
+    need = c.num_layers * streams * c.num_kv_heads * window * (2 * c.head_dim + 8)
+    have = _memory()
+    if have is not None and need > have:
+        raise FormatError(f"frame {index} needs {need / 1e9:.1f} GB for the windows of its "
+                          f"{streams} streams, more than this machine's {have / 1e9:.1f} GB")
+
+
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
                       progress: Progress | None = None, threads: int | None = None,
                       device: str | None = None, workers: int | None = None,
                       cluster: str | None = None) -> Stats:
     """Decompress a whole container from ``src`` to ``dst``, verifying every checksum. Writes
     each frame only after its checksum matched; memory is bounded by the frame size. Any
-    device, thread count and number of workers give the same bytes."""
-    header = fmt.Header.read(src)
+    device, thread count and number of workers give the same bytes. A file made by
+    concatenating .llmz files decodes to the concatenation of their contents (as gzip, xz and
+    zstd do), each member verified on its own."""
+    src = fmt.Source(src)
     stats = Stats()
+    while True:
+        _decompress_member(src, dst, stats, model, progress, threads, device, workers, cluster)
+        if not src.another_member():
+            return stats
+
+
+def _decompress_member(src: fmt.Source, dst: BinaryIO, stats: Stats, model: str | None,
+                       progress: Progress | None, threads: int | None, device: str | None,
+                       workers: int | None, cluster: str | None) -> None:
+    """One member of the file (a header, its frames, its end record) into ``dst``."""
+    header = fmt.Header.read(src)
+    member_bytes = stats.raw_bytes
     sent: collections.deque[fmt.Frame] = collections.deque()  # in flight, in order
     end: list[fmt.End] = []
 
@@ -354,11 +401,9 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
         if pool is not None:
             pool.close()
     last = end[0]
-    if last.length is not None and (last.length != stats.raw_bytes or last.crc != total_crc):
+    if last.length is not None and (last.length != stats.raw_bytes - member_bytes
+                                    or last.crc != total_crc):
         raise ChecksumError("checksum mismatch of the whole file: the file is corrupt")
-    if src.read(1):
-        raise FormatError("corrupt file: trailing data after the end record")
-    return stats
 
 
 def compress(data: bytes, **settings) -> bytes:

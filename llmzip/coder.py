@@ -30,6 +30,30 @@ from llmzip import fused
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 _SCALE = float(1 << 40)  # q = trunc(p * 2**40) + 1: exact integers, sums below 2**53
+PRECISION = 24  # constriction's frequencies: integers summing to 2**24, each at least 1
+SLACK_BITS = 256  # coded bits a payload may lack against its symbols' information (the flush)
+
+
+def _cap(n: int) -> float:
+    """The largest probability a symbol of an n-symbol part can get: every other symbol keeps
+    a frequency of at least 1 in 2**24."""
+    return 1.0 - (n - 1) / (1 << PRECISION)
+
+
+def least_bits_per_token(vocab: int, split: bool) -> float:
+    """The fewest bits any token can cost: its parts' largest probabilities (:func:`_cap`)."""
+    if not split:
+        return -math.log2(_cap(vocab))
+    G = group_size(vocab)
+    return -math.log2(_cap(max(2, -(-vocab // G)))) - math.log2(_cap(G))
+
+
+def most_tokens(payload_bytes: int, vocab: int, split: bool) -> int:
+    """The most tokens a payload of this size can hold. A range coder's output is at least the
+    information of what it coded (-log2 of each symbol's quantised probability, summed) less a
+    flush (:data:`SLACK_BITS`), and each token costs at least :func:`least_bits_per_token`:
+    a frame that declares more is forged or damaged."""
+    return int((8 * payload_bytes + SLACK_BITS) / least_bits_per_token(vocab, split))
 
 
 def group_size(vocab: int) -> int:
@@ -96,7 +120,15 @@ class Encoder:
 
 
 class Decoder:
-    """Decodes symbols from bytes made by :class:`Encoder`."""
+    """Decodes symbols from bytes made by :class:`Encoder`.
+
+    The work a payload can cost is bounded by its size: constriction's decoder reads zeros
+    past the end of its data and would decode forever, so the decoder adds up a lower bound of
+    the information of each decoded symbol and stops (ValueError) once that passes the
+    payload's bits and :data:`SLACK_BITS`, which no payload the encoder made can reach. The
+    bound: constriction's fast quantisation gives a symbol of probability p (of a row summing
+    to s) a frequency of at most ``p / s * (2**24 - n) + 2``, so its quantised probability is
+    at most ``min(_cap(n), p / s + 2**-23)`` (and a little float slack)."""
 
     def __init__(self, data: bytes, split: bool = False) -> None:
         self.split = split
@@ -104,6 +136,8 @@ class Decoder:
             raise ValueError("range-coded payload length is not a multiple of 4")
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         self._coder = constriction.stream.queue.RangeDecoder(words)
+        self.budget = 8.0 * len(data) + SLACK_BITS  # bits the decoded symbols may take
+        self.spent = 0.0  # a lower bound of the bits they took
 
     def decode(self, probabilities: np.ndarray) -> np.ndarray:
         """One symbol per row of probabilities [n, V]; returns int64 [n]. Corrupt data gives
@@ -122,4 +156,11 @@ class Decoder:
 
     def _decode(self, probabilities: np.ndarray) -> np.ndarray:
         probabilities = np.ascontiguousarray(probabilities, np.float64)
-        return self._coder.decode(_FAMILY, probabilities).astype(np.int64)
+        symbols = self._coder.decode(_FAMILY, probabilities).astype(np.int64)
+        n, V = probabilities.shape
+        p = probabilities[np.arange(n), symbols] / probabilities.sum(axis=1)
+        upper = np.minimum(_cap(V), p * (1 + 2.0**-30) + (2.0**-23 + 2.0**-30))
+        self.spent -= float(np.log2(upper).sum())
+        if self.spent > self.budget:
+            raise ValueError("more symbols than the compressed data can hold")
+        return symbols

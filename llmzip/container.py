@@ -224,18 +224,71 @@ class Header:
             return _read_old_header(r, version)
         body = r.bytes(r.varint(MAX_HEADER, "header length"))
         if body[:1] and body[0] & FLAG_SHORT:
-            # The short form: its one CRC, at the very end, covers the whole file.
-            rest = f.read(MAX_SHORT + 1)
-            if len(rest) > MAX_SHORT:
-                raise FormatError("corrupt file: longer than a one-frame file can be")
-            if len(rest) < 4 or struct.unpack("<I", rest[-4:])[0] != zlib.crc32(
-                    rest[:-4], zlib.crc32(r.seen)):
-                raise FormatError("corrupt file: damaged or truncated (checksum mismatch)")
+            # The short form: its one CRC, at its very end, covers the whole member.
+            rest = f.read(MAX_SHORT + 5)
+            end = _short_end(rest, zlib.crc32(r.seen))
+            if end < len(rest):  # another member follows (or bytes that are none)
+                if not hasattr(f, "unread"):
+                    raise FormatError("corrupt file: trailing data after the end record")
+                f.unread(rest[end:])
             header = _parse_header(Reader(io.BytesIO(body)), version)
-            return replace(header, lone=rest[:-4])
+            return replace(header, lone=rest[: end - 4])
         if r.u32() != zlib.crc32(r.seen[:-4]):
             raise FormatError("corrupt file: the header is damaged (checksum mismatch)")
         return _parse_header(Reader(io.BytesIO(body)), version)
+
+
+def _short_end(rest: bytes, crc: int) -> int:
+    """Where a short-form member ends in ``rest`` (the bytes after its header body; ``crc``:
+    the CRC-32 of those before): the first end whose last 4 bytes are the CRC-32 of all before
+    them and that is followed by nothing or by another member's magic bytes. FormatError if
+    there is none (damage or truncation) within the longest a member can be."""
+    at, done, running = rest.find(MAGIC, 4), 0, crc
+    while 0 <= at <= MAX_SHORT:
+        running, done = zlib.crc32(rest[done:at - 4], running), at - 4  # (one pass over rest)
+        if struct.unpack("<I", rest[at - 4:at])[0] == running:
+            return at
+        at = rest.find(MAGIC, at + 1)
+    if len(rest) > MAX_SHORT:
+        raise FormatError("corrupt file: longer than a one-frame file can be")
+    if len(rest) < 4 or struct.unpack("<I", rest[-4:])[0] != zlib.crc32(rest[:-4], crc):
+        raise FormatError("corrupt file: damaged or truncated (checksum mismatch)")
+    return len(rest)
+
+
+class Source:
+    """A binary input that takes bytes back (:meth:`unread`), so that members of a file made
+    by concatenating .llmz files can be read one after another (a short-form member finds its
+    end by its CRC, past which it may have read)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.back = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.back:
+            return self.f.read(n)
+        if n < 0:
+            data, self.back = self.back + self.f.read(), b""
+            return data
+        data, self.back = self.back[:n], self.back[n:]
+        if len(data) < n:
+            data += self.f.read(n - len(data))
+        return data
+
+    def unread(self, data: bytes) -> None:
+        self.back = data + self.back
+
+    def another_member(self) -> bool:
+        """After a member's end: whether another member follows (its magic bytes); any other
+        trailing byte is a FormatError, as gzip, xz and zstd refuse them."""
+        head = self.read(len(MAGIC))
+        if not head:
+            return False
+        self.unread(head)
+        if head != MAGIC:
+            raise FormatError("corrupt file: trailing data after the end record")
+        return True
 
 
 def _preset(m: ModelSection) -> int | None:

@@ -28,7 +28,16 @@ def _mixer(data: bytes) -> str:
 
 
 def describe(f: BinaryIO, name: str) -> str:
-    """Parse the whole container (without decoding) and describe it; FormatError if corrupt."""
+    """Parse the whole container (without decoding) and describe it, each member of a file
+    made by concatenating .llmz files in turn; FormatError if corrupt."""
+    src = fmt.Source(f)
+    parts = [_member(src, name)]
+    while src.another_member():
+        parts.append(_member(src, f"{name}, member {len(parts) + 1}"))
+    return "\n".join(parts)
+
+
+def _member(f: fmt.Source, name: str) -> str:
     header = fmt.Header.read(f)
     layout = ("one frame, short form" if header.lone is not None
               else f"frame size {header.frame_size}")

@@ -306,6 +306,7 @@ def converted_dir(gguf: Path) -> Path:
     key = _sha256_file(gguf)[:32]
     final = cache_dir() / "converted" / f"{key}-{CONVERTED_FORMAT}"
     if (final / "fingerprint").exists():
+        _remove_stale(final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
@@ -323,6 +324,16 @@ def converted_dir(gguf: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_stale(current: Path) -> None:
+    """Delete the converted forms of this model that older llmzip versions made (another
+    CONVERTED_FORMAT): this one never reads them, and they are most of the disk a model took
+    (llmzip 0.1 kept a float32 copy, 538 MB for the default model)."""
+    key = current.name.rsplit("-", 1)[0]
+    for d in current.parent.glob(f"{key}-*"):
+        if d != current and not d.name.startswith(".tmp-"):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -462,23 +473,23 @@ def _legacy_weights(gguf: Path | None, directory: Path,
 # ------------------------------------------------------------------------- the cache
 
 
-def installed() -> Iterator[tuple[str, Path, int]]:
-    """(name or file, path, bytes on disk) of every model in the cache, with its converted
-    form counted in."""
+def installed() -> Iterator[tuple[str, Path, int, int]]:
+    """(name or file, path, bytes of the GGUF file, bytes of its converted forms) of every
+    model in the cache."""
     root = cache_dir()
     for gguf in sorted((root / "models").glob("*.gguf")):
         name = next((m.name for m in MODELS.values() if m.file == gguf.name), gguf.name)
-        size = gguf.stat().st_size
         key = _sha256_file(gguf)[:32]
-        for d in (root / "converted").glob(f"{key}-*"):
-            size += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        yield name, gguf, size
+        converted = sum(f.stat().st_size for d in (root / "converted").glob(f"{key}-*")
+                        for f in d.rglob("*") if f.is_file())
+        yield name, gguf, gguf.stat().st_size, converted
 
 
 def remove(name: str) -> int:
     """Delete a model and its converted forms from the cache; bytes freed."""
-    for found, gguf, size in installed():
+    for found, gguf, size, converted in installed():
         if found == name or gguf.name == name:
+            size += converted
             key = _sha256_file(gguf)[:32]
             for d in (cache_dir() / "converted").glob(f"{key}-*"):
                 shutil.rmtree(d, ignore_errors=True)

@@ -442,7 +442,7 @@ def test_model_list_and_rm_show_and_free_the_cache(tmp_path, monkeypatch):
     assert listed.exit_code == 0
     lines = listed.output.splitlines()
     row = next(line for line in lines if "qwen2.5-coder-0.5b" in line)
-    assert "installed, 3 MB on disk" in row
+    assert "installed, 3 MB on disk (model file 2 MB, converted form 1 MB)" in row
     assert any("smollm2-135m" in line and "not installed" in line for line in lines)
     removed = invoke(["model", "rm", "qwen2.5-coder-0.5b"])
     assert removed.exit_code == 0 and "3 MB freed" in removed.stderr
@@ -450,3 +450,25 @@ def test_model_list_and_rm_show_and_free_the_cache(tmp_path, monkeypatch):
     again = invoke(["model", "rm", "qwen2.5-coder-0.5b"])
     assert again.exit_code == 1
     one_line_error(again.stderr)
+
+
+def test_loading_a_model_removes_the_forms_older_versions_converted(tmp_path, monkeypatch):
+    """`model list` counts what the cache holds; what an older llmzip converted (another
+    converted format) is removed once the current form is there (issue 42: a 538 MB float32
+    copy that 0.1 kept)."""
+    from llmzip import model as models
+
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
+    gguf = tmp_path / "models" / "x.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF" + bytes(1000))
+    key = models._sha256_file(gguf)[:32]
+    current = tmp_path / "converted" / f"{key}-{models.CONVERTED_FORMAT}"
+    old = tmp_path / "converted" / f"{key}-e0"
+    other = tmp_path / "converted" / f"{'0' * 32}-e0"  # another model's: kept
+    for d in (current, old, other):
+        d.mkdir(parents=True)
+        (d / "fingerprint").write_text("00")
+    assert models.converted_dir(gguf) == current
+    assert current.exists() and other.exists() and not old.exists()
+

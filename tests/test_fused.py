@@ -21,7 +21,7 @@ from llmzip import fused, fusedcheck
 from llmzip import mixer as M
 from llmzip import model as models
 from llmzip.bias import Bias
-from llmzip.kernels import Products, int8_is_exact
+from llmzip.kernels import Products, exact_kernels
 from llmzip.llama import LlamaConfig
 from llmzip.settings import MixConfig
 from tests.helpers import HASWELL
@@ -81,16 +81,16 @@ def test_the_contraction_probe_would_catch_an_fma():
     assert np.array_equal(out, exact)
 
 
-@pytest.mark.parametrize("kernel", ["int8", "float32"])
+@pytest.mark.parametrize("kernel", ["int8", "int16", "float32"])
 @FEW
 @given(b=st.integers(1, 12), k=st.sampled_from([4, 17, 64, 576, 1100]),
        n=st.integers(1, 48), seed=st.integers(0, 2**16), with_bias=st.booleans())
 def test_linear_and_normed_linear(kernel, b, k, n, seed, with_bias):
-    """Both product kernels (int32 sums, and float32 ones split beyond 1032 terms)."""
-    if kernel == "int8" and not int8_is_exact("cpu"):
-        pytest.skip("torch._int_mm is not exact on this CPU")
-    products = Products("cpu")
-    products.name = kernel
+    """Every product kernel (int32 sums, intmm's 16-bit rows, and float32 ones split beyond
+    1032 terms)."""
+    if kernel not in exact_kernels("cpu"):
+        pytest.skip(f"the {kernel} kernel is not exact on this CPU")
+    products = Products("cpu", kernel)
     gen = torch.Generator().manual_seed(seed)
     w = torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8)
     bias = torch.randn(n, generator=gen) * 3 if with_bias else None
@@ -102,13 +102,13 @@ def test_linear_and_normed_linear(kernel, b, k, n, seed, with_bias):
     engine = E.Engine(config)
     with fused.disabled():
         ref = lin(x)
-    assert same(ref, fused.linear(lin, x))
+    assert same(ref, E.fused_linear(lin, x))
     # x * gain must stay finite (the engine's domain: a float32 overflow of the activations
     # is a broken model, and its NaN patterns are not specified): outliers of 1e36 here.
     x = rows(b, k, seed, huge=1e36)
     with fused.disabled():
         ref_normed = engine.normed_linear(x, lin, gain)
-    assert same(ref_normed, fused.linear(lin, x, gain, config.rms_eps))
+    assert same(ref_normed, E.fused_linear(lin, x, gain, config.rms_eps))
 
 
 @FEW

@@ -40,3 +40,19 @@ def test_warm_start_and_short_form_pay_on_a_small_text(real_model):
     assert llmzip.decompress(warm, model=real_model) == data
     assert fmt.Header.read(io.BytesIO(warm)).lone is not None
     assert len(warm) < len(flat), (len(warm), len(flat))
+
+
+@pytest.mark.parametrize("level", range(1, 10))
+def test_every_level_round_trips(real_model, level):
+    """Each level's own settings (two frames, so that no small-input rule replaces them): the
+    header carries the level's window, and the file decodes."""
+    import io
+
+    from llmzip import container as fmt
+    from llmzip.settings import LEVELS
+
+    data = english_text()[8000:9200]
+    blob = llmzip.compress(data, model=real_model, threads=1, level=level, frame_size=600)
+    header = fmt.Header.read(io.BytesIO(blob))
+    assert header.model is not None and header.model.window == LEVELS[level].window
+    assert llmzip.decompress(blob, model=real_model, threads=1) == data

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import llmzip  # noqa: E402
+from tests.forgeries import forgeries  # noqa: E402
 from tests.helpers import CORPUS, build_model_dir  # noqa: E402
 
 OUT = HERE / "corpus"
@@ -47,6 +48,9 @@ def main() -> None:
     crc = bytes.fromhex("c2412435")  # CRC-32 of b"abc", little-endian
     (OUT / "no-model-section").write_bytes(b"LLMZ\x01\x00\x10\x01\x03" + crc + b"abc"
                                            + b"\x00\x03" + crc)
+    for name, data in forgeries((OUT / "one-stream").read_bytes()).items():  # bombs
+        if len(data) < 8192:
+            (OUT / f"forged-{name}").write_bytes(data)
     for p in sorted(OUT.iterdir()):
         print(p, p.stat().st_size)
 
