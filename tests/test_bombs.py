@@ -11,7 +11,6 @@ import pytest
 
 import llmzip
 from llmzip import coder
-from llmzip import container as fmt
 from llmzip.errors import FormatError, LlmzipError
 from tests.forgeries import forgeries
 from tests.helpers import CORPUS, invoke, one_line_error
