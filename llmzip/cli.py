@@ -35,7 +35,7 @@ _LONG_MODES = {"--decompress": "d", "--uncompress": "d", "--compress": "z", "--t
 _SHORT_WITH_VALUE = "o"
 _LONG_WITH_VALUE = frozenset({"--output", "--model", "--streams", "--context", "--prime",
                               "--device", "--threads", "--workers", "--cluster",
-                              "--frame-size", "--bytes", "--plot"})
+                              "--frame-size", "--bytes", "--plot", "--max-size"})
 _HELP_AND_VERSION = ("-h", "--help", "-V", "--version")
 # One-line help of the commands built on first use (`llmzip --help` lists them unbuilt).
 _SUMMARY = {
@@ -238,7 +238,7 @@ def _compress_command() -> click.Command:
 
 def _decode_command(mode: str) -> click.Command:
     """``decompress`` and ``test``: one option set, one path; test decodes into a null sink."""
-    from llmzip.options import device_options_of, model_option
+    from llmzip.options import device_options_of, max_size_option, model_option
 
     doc = ("Decompress FILE.llmz (or stdin) to FILE (or stdout), verifying checksums."
            if mode == files.DECOMPRESS else
@@ -248,8 +248,9 @@ def _decode_command(mode: str) -> click.Command:
     @_file_options
     @model_option
     @device_options_of
+    @max_size_option
     def command(inputs, output, to_stdout, keep, remove, force, quiet, verbose, model,
-                device, threads, workers, cluster) -> None:
+                device, threads, workers, cluster, max_size) -> None:
         prefs = _prefs(mode, output, to_stdout, keep, remove, force, quiet)
 
         def job() -> int:
@@ -262,7 +263,8 @@ def _decode_command(mode: str) -> click.Command:
                 try:
                     stats = codec.decompress_stream(fin, fout, model=model, progress=cb,
                                                     threads=threads, device=device,
-                                                    workers=workers, cluster=cluster)
+                                                    workers=workers, cluster=cluster,
+                                                    max_size=max_size)
                 finally:
                     close()
                 if verbose and not quiet:

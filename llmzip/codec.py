@@ -27,7 +27,7 @@ import numpy as np
 from llmzip import container as fmt
 from llmzip import parallel
 from llmzip.coder import Decoder, Encoder, most_tokens
-from llmzip.errors import ChecksumError, FormatError, MismatchError, ModelError
+from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError, ModelError
 from llmzip.kernels import configure
 from llmzip.keyscale import exponents
 from llmzip.layout import Layout
@@ -343,23 +343,26 @@ def _check_window(model: LoadedModel, window: int, streams: int, index: int) -> 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model: str | None = None,
                       progress: Progress | None = None, threads: int | None = None,
                       device: str | None = None, workers: int | None = None,
-                      cluster: str | None = None) -> Stats:
+                      cluster: str | None = None, max_size: int | None = None) -> Stats:
     """Decompress a whole container from ``src`` to ``dst``, verifying every checksum. Writes
     each frame only after its checksum matched; memory is bounded by the frame size. Any
     device, thread count and number of workers give the same bytes. A file made by
     concatenating .llmz files decodes to the concatenation of their contents (as gzip, xz and
-    zstd do), each member verified on its own."""
+    zstd do), each member verified on its own. ``max_size``: refuse a frame that declares more
+    bytes (``--max-size``; None: any the format allows)."""
     src = fmt.Source(src)
     stats = Stats()
     while True:
-        _decompress_member(src, dst, stats, model, progress, threads, device, workers, cluster)
+        _decompress_member(src, dst, stats, model, progress, threads, device, workers, cluster,
+                           max_size)
         if not src.another_member():
             return stats
 
 
 def _decompress_member(src: fmt.Source, dst: BinaryIO, stats: Stats, model: str | None,
                        progress: Progress | None, threads: int | None, device: str | None,
-                       workers: int | None, cluster: str | None) -> None:
+                       workers: int | None, cluster: str | None,
+                       max_size: int | None = None) -> None:
     """One member of the file (a header, its frames, its end record) into ``dst``."""
     header = fmt.Header.read(src)
     member_bytes = stats.raw_bytes
@@ -371,6 +374,10 @@ def _decompress_member(src: fmt.Source, dst: BinaryIO, stats: Stats, model: str 
             if isinstance(frame, fmt.End):
                 end.append(frame)
                 return
+            length = len(frame.data) if isinstance(frame, fmt.StoredFrame) else frame.length
+            if max_size is not None and length > max_size:
+                raise LlmzipError(f"frame {index} declares {length} bytes, more than "
+                                  f"--max-size {max_size}")
             sent.append(frame)
             yield index, frame
 

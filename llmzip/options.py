@@ -31,6 +31,26 @@ device_options = [
                  "(needs llmzip[cluster]); the output is the same bytes."),
 ]
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(ctx, param, value: str | None) -> int | None:
+    """SIZE: bytes, or with a K, M or G suffix (KiB, MiB, GiB; 'iB' and 'B' may follow)."""
+    if value is None:
+        return None
+    text = value.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+    number = text[: len(text) - len(unit)]
+    if not number.isdigit() or int(number) == 0:
+        raise click.BadParameter(f"{value!r} is not a size such as 4096, 64K, 10M or 1G")
+    return int(number) * _UNITS[unit]
+
+
+max_size_option = click.option(
+    "--max-size", metavar="SIZE", callback=_size,
+    help="Refuse a frame that declares more than SIZE bytes (like xz's --memlimit; K, M, G "
+    "suffixes) [default: the format's largest, 256M].")
+
 # zstd's and gzip's ladder: -1 (--fast) .. -9 (--best), settings.LEVELS; -2 .. -8 are listed in
 # -1's help only. A given --streams or --context still wins.
 _LEVEL_FLAGS = [

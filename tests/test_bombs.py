@@ -156,3 +156,18 @@ def test_usage_errors_are_one_line(tiny_env, tmp_path):
         r = invoke(argv)
         assert r.exit_code == 2
         one_line_error(r.stderr)
+
+
+def test_max_size_refuses_larger_frames(tiny_env, tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(TEXT[:200])
+    assert invoke(["compress", "--frame-size", "64", "--context", "16", str(path)]).exit_code == 0
+    packed = str(tmp_path / "x.llmz")
+    r = invoke(["-t", "--max-size", "32", packed])
+    assert r.exit_code == 1 and "more than --max-size 32" in r.stderr
+    one_line_error(r.stderr)
+    for size in ("64", "1K", "1MiB", "2g"):
+        assert invoke(["-t", "--max-size", size, packed]).exit_code == 0, size
+    r = invoke(["-t", "--max-size", "lots", packed])
+    assert r.exit_code == 2
+    one_line_error(r.stderr)
