@@ -84,11 +84,14 @@ if available:
                 total[r] += acc[r]
 
     @njit(**{**_JIT, "parallel": True})
-    def products(q, wb, n, out, chunks):
-        """out [M, n] int64 = the exact products of the pairs q [M, P] with the blocked
-        weights wb [T, P, 32] (first n columns)."""
+    def products(q, wb, raw, out, scale, w_scale, bias, use_bias, y, chunks):
+        """The exact products P of the pairs q [M, P] with the blocked weights wb [T, P, 32]:
+        with ``raw``, out [M, n] int64 = P (first n columns; y unused); else y [M, N] float32
+        = ((f32(P) * scale[m]) * w_scale[n]) (+ bias[n]), P rounded once (the module
+        docstring: the format's value for the rows that pass the bound; out unused)."""
         M, P = q.shape
         T = wb.shape[0]
+        N = out.shape[1] if raw else y.shape[1]
         qf = q.ravel()
         wf = wb.ravel()
         for c in prange(chunks):
@@ -103,40 +106,17 @@ if available:
                     for r in range(rows):
                         for j in range(COLS):
                             col = t * COLS + j
-                            if col < n:
+                            if col >= N:
+                                continue
+                            if raw:
                                 out[m0 + r, col] = total[r * COLS + j]
-                    m0 += rows
-
-    @njit(**{**_JIT, "parallel": True})
-    def linear_rows(q, wb, scale, w_scale, bias, use_bias, y, chunks):
-        """y [M, N] float32 = ((f32(P) * scale[m]) * w_scale[n]) (+ bias[n]), P the exact
-        products of q [M, P] and wb, rounded once (the module docstring: the format's value for
-        the rows that pass the bound)."""
-        M, P = q.shape
-        T = wb.shape[0]
-        N = y.shape[1]
-        qf = q.ravel()
-        wf = wb.ravel()
-        for c in prange(chunks):
-            acc = np.empty(ROWS * COLS, np.int32)
-            total = np.empty(ROWS * COLS, np.int64)
-            t0, t1 = c * T // chunks, (c + 1) * T // chunks
-            for t in range(t0, t1):
-                m0 = 0
-                while m0 < M:
-                    rows = ROWS if M - m0 >= ROWS else 1
-                    _tile(qf, P, m0, rows, wf, t, acc, total)
-                    for r in range(rows):
-                        s = scale[m0 + r]
-                        for j in range(COLS):
-                            col = t * COLS + j
-                            if col < N:
-                                v = np.float32(total[r * COLS + j])
-                                v = v * s
-                                v = v * w_scale[col]
-                                if use_bias:
-                                    v = v + bias[col]
-                                y[m0 + r, col] = v
+                                continue
+                            v = np.float32(total[r * COLS + j])
+                            v = v * scale[m0 + r]
+                            v = v * w_scale[col]
+                            if use_bias:
+                                v = v + bias[col]
+                            y[m0 + r, col] = v
                     m0 += rows
 
     @njit(**{**_JIT, "parallel": True})
@@ -167,10 +147,15 @@ if available:
     _input_row = fused._input_row  # (the fused kernels' row quantiser)
 
 
+_NO_F32 = np.zeros(1, np.float32)  # (the arguments products does not read)
+_NO_Y = np.zeros((1, 1), np.float32)
+_NO_OUT = np.zeros((1, 1), np.int64)
+
+
 def product(q: np.ndarray, wb: np.ndarray, n: int, chunks: int = 1) -> np.ndarray:
     """The exact products [M, n] int64 of int16-valued rows q [M, K] and blocked weights."""
     out = np.empty((q.shape[0], n), np.int64)
-    products(pairs_of(q), wb, n, out, chunks)
+    products(pairs_of(q), wb, True, out, _NO_F32, _NO_F32, _NO_F32, False, _NO_Y, chunks)
     return out
 
 
@@ -191,7 +176,8 @@ def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
     bias = lin.bias
     w_scale = fused._view(lin.scale)
     b32 = fused._NONE32 if bias is None else fused._view(bias)
-    linear_rows(q_np, wb, scale, w_scale, b32, bias is not None, y, fused._chunks(wb.shape[0]))
+    products(q_np, wb, False, _NO_OUT, scale, w_scale, b32, bias is not None, y,
+             fused._chunks(wb.shape[0]))
     if ok.all():
         return torch.from_numpy(y)
     for r in np.flatnonzero(~ok):  # f32(P_lo) + 256 f32(P_hi), then the row's factors
