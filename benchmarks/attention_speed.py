@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from llmzip import exactmath as xm
-from llmzip import fused
-from llmzip.engine import ATT_BITS, ATT_SIZE, STEP_BITS
-from llmzip.kernels import configure
-from llmzip.pairdot import padded_window
+from llmzip.engine import kernels
+from llmzip.engine.exact import ATT_BITS, ATT_SIZE, STEP_BITS
+from llmzip.numeric import exactmath as xm
+from llmzip.numeric.pairdot import padded_window
+from llmzip.numeric.products import configure
 
 H, G, D, LAYERS = 9, 3, 64, 30
 
@@ -54,7 +54,7 @@ def main() -> None:
     def run() -> float:
         start = time.perf_counter()
         for i in range(LAYERS):
-            fused.attention_layer(qkv, cos, sin, H, G, sink[i], False, kp[i], k_scale[i], vp[i],
+            kernels.attention_layer(qkv, cos, sin, H, G, sink[i], False, kp[i], k_scale[i], vp[i],
                                   v_scale[i], W - 1, W, step, table, out, chunks, one, one,
                                   False)
         return time.perf_counter() - start

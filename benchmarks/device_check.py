@@ -69,11 +69,11 @@ def main() -> int:
     import torch
 
     import llmzip
-    from llmzip import codec
-    from llmzip.settings import Settings
+    from llmzip.codec import stream
+    from llmzip.codec.settings import Settings
     from tests.helpers import CORPUS, build_model_dir
 
-    codec.CLASSIC = False  # every frame coded by the model
+    stream.TRY_LZMA = False  # every frame coded by the model
     cuda = torch.cuda.is_available()
     print(f"torch {torch.__version__}; CUDA: "
           f"{torch.cuda.get_device_name(0) if cuda else 'none (CPU 1 vs 2 threads)'}",
@@ -91,7 +91,7 @@ def main() -> int:
         for device, threads in sides:
             out = io.BytesIO()
             start = time.perf_counter()
-            stats = codec.compress_stream(io.BytesIO(data), out, Settings(
+            stats = stream.compress_stream(io.BytesIO(data), out, Settings(
                 model=model, device=device, threads=threads, **opts))
             seconds = time.perf_counter() - start
             blob = blobs[(device, threads)] = out.getvalue()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from llmzip import model as models
+from llmzip.model import convert
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     loaded = models.load()
-    directory = models.converted_dir(models.resolve(None))
+    directory = convert.converted_dir(models.resolve(None))
     lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     data = Path(args.file).read_bytes()[: args.bytes]
     ids = loaded.tokens.encode(data).astype(np.int32)

@@ -59,15 +59,15 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from llmzip import fusedcheck
     from llmzip import model as models
-    from llmzip.kernels import configure
-    from llmzip.mixer import Mixer
-    from llmzip.settings import MixConfig
+    from llmzip.codec import selfcheck
+    from llmzip.format.mixconfig import MixConfig
+    from llmzip.mixing.mixer import Mixer
+    from llmzip.numeric.products import configure
 
     threads = configure("cpu", args.threads)
     start = time.perf_counter()
-    ready = fusedcheck.enable()
+    ready = selfcheck.enable()
     setup = time.perf_counter() - start
     m = models.load(args.model)
     llama = m.llama

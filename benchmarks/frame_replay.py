@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 import llmzip
-from llmzip import predictor as pred
-from llmzip.kernels import configure
-from llmzip.settings import MixConfig
+from llmzip.codec import predictor as pred
+from llmzip.codec.settings import DEFAULT_LEVEL
+from llmzip.format.mixconfig import MixConfig
+from llmzip.numeric.products import configure
 
 
 def _mix(overrides: list[str]) -> dict:
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("file", type=Path)
     parser.add_argument("dir", type=Path)
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--level", type=int, default=llmzip.settings.DEFAULT_LEVEL)
+    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_intermixed_args()
     configure("cpu", args.threads)

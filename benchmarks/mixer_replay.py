@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmzip import container as fmt
-from llmzip.kernels import configure
-from llmzip.keyscale import exponents
-from llmzip.layout import Layout
-from llmzip.mixer import Mixer
+from llmzip.codec.predictor import Predictor
+from llmzip.codec.settings import BEST_WINDOW, DEFAULT_SINKS, Coding
+from llmzip.engine.keyscale import exponents
+from llmzip.format import container as fmt
+from llmzip.format.layout import Layout
+from llmzip.format.mixconfig import MixConfig
+from llmzip.mixing.mixer import Mixer
 from llmzip.model import load
-from llmzip.predictor import Predictor
-from llmzip.settings import BEST_WINDOW, DEFAULT_SINKS, Coding, MixConfig
+from llmzip.numeric.products import configure
 
 
 def read(spec: str) -> bytes:

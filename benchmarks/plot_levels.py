@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llmzip import bench, report
+from llmzip.cli import bench, report
 
 
 def _number(text: str) -> float | None:

@@ -34,7 +34,10 @@ def main() -> None:
     if args.kernel:
         os.environ["LLMZIP_KERNEL"] = args.kernel
     import llmzip
-    from llmzip import coder, engine, fused, mixer, model
+    from llmzip import model
+    from llmzip.codec import rangecoder
+    from llmzip.engine import exact, kernels
+    from llmzip.mixing import mixer
 
     data = Path(args.file).read_bytes()[: args.bytes]
     llmzip.decompress(llmzip.compress(data[:500], threads=args.threads), threads=args.threads)
@@ -73,14 +76,14 @@ def main() -> None:
         return name
 
     patches = [
-        (engine, "fused_linear", timed(None, engine.fused_linear, linear_name)),
-        (fused, "attention", timed("attention", fused.attention)),
-        (fused, "attention_steps", timed("attention", fused.attention_steps)),
-        (fused, "silu_", timed("silu", fused.silu_)),
+        (exact, "fused_linear", timed(None, exact.fused_linear, linear_name)),
+        (kernels, "attention", timed("attention", kernels.attention)),
+        (kernels, "attention_steps", timed("attention", kernels.attention_steps)),
+        (kernels, "silu_", timed("silu", kernels.silu_)),
         (mixer.Mixer, "mix", timed("mixer (mix)", mixer.Mixer.mix)),
         (mixer.Mixer, "update", timed("mixer (update)", mixer.Mixer.update)),
-        (coder.Encoder, "encode", timed("coder", coder.Encoder.encode)),
-        (coder.Decoder, "decode", timed("coder", coder.Decoder.decode)),
+        (rangecoder.Encoder, "encode", timed("coder", rangecoder.Encoder.encode)),
+        (rangecoder.Decoder, "decode", timed("coder", rangecoder.Decoder.decode)),
     ]
     for owner, name, wrapper in patches:
         setattr(owner, name, wrapper)

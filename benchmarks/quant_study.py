@@ -46,8 +46,9 @@ def main() -> None:
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmzip import keyscale
     from llmzip import model as models
+    from llmzip.engine import keyscale
+    from llmzip.model import gguf
 
     torch.set_grad_enabled(False)
     path = models.resolve(args.model)
@@ -56,7 +57,7 @@ def main() -> None:
     mq = importlib.import_module(f"transformers.models.{hf.model_type}.modeling_{hf.model_type}")
     lm = AutoModelForCausalLM.from_config(hf).eval()
     loaded = models.load(args.model)
-    source = models.GGUFWeights(path, loaded.llama.config)
+    source = gguf.GGUFWeights(path, loaded.llama.config)
     weights = {n: source[n] for n in source.names()}
     weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])
     lm.load_state_dict(weights, strict=False)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from llmzip import model as models
+from llmzip.model import convert
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     loaded = models.load()
-    directory = models.converted_dir(models.resolve(None))
+    directory = convert.converted_dir(models.resolve(None))
     lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     ids = loaded.tokens.encode(Path(args.file).read_bytes()).astype(np.int64)
     sinks = [loaded.start_token, *ids[:3].tolist()]

@@ -9,8 +9,8 @@ Importing the package is light: the codec (and torch) load on first use of ``com
 ``decompress``, so the command line starts at once for ``--help`` and ``-V``.
 """
 
+from llmzip.codec.settings import Settings
 from llmzip.errors import LlmzipError
-from llmzip.settings import Settings
 
 __all__ = ["LlmzipError", "Settings", "compress", "decompress"]
 __version__ = "0.2.0"
@@ -21,7 +21,7 @@ def __getattr__(name: str):
     """PEP 562: ``llmzip.compress`` and ``llmzip.decompress`` import the codec when first
     asked for."""
     if name in _FROM_CODEC:
-        from llmzip import codec
+        from llmzip.codec import stream
 
-        return getattr(codec, name)
+        return getattr(stream, name)
     raise AttributeError(f"module 'llmzip' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from llmzip.cli import main
+from llmzip.cli.main import main
 
 main()

@@ -39,6 +39,12 @@ def leaves_the_checkout_clean():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
+    """The tiny seeded model's directory; the kernels' self-check has run, as the codec runs it
+    when it loads a model (codec.stream.load_model), so tests that load it with model.load
+    get the fused kernels too."""
+    from llmzip.codec import selfcheck
+
+    selfcheck.enable()
     return str(build_model_dir(tmp_path_factory.mktemp("tiny-model")))
 
 
@@ -72,6 +78,6 @@ def real_model() -> str:
 def model_coding(monkeypatch) -> None:
     """Frames are coded by the model or stored, never by lzma: for tests about model-coded
     frames (the tiny random model often loses to lzma on short repetitive text)."""
-    from llmzip import codec
+    from llmzip.codec import stream
 
-    monkeypatch.setattr(codec, "CLASSIC", False)
+    monkeypatch.setattr(stream, "TRY_LZMA", False)

@@ -8,7 +8,7 @@ import io
 import random
 from dataclasses import replace
 
-from llmzip import container as fmt
+from llmzip.format import container as fmt
 
 HUGE = 1 << 28  # the largest frame the format allows (container.MAX_FRAME_SIZE)
 
@@ -41,7 +41,7 @@ def forgeries(blob: bytes) -> dict[str, bytes]:
         "short-form-huge-count": fmt.short_bytes(section, _frame(HUGE, (most,), payload16)),
         "long-form-huge-count": _long(section, _frame(HUGE, (most,), payload16)),
         "many-streams": _long(section, _frame(HUGE, (most // 4096,) * 4096, payload16)),
-        "huge-window": _long(replace(section, window=fmt.MAX_WINDOW, sinks=4, prime=0),
+        "huge-window": _long(replace(section, window=1 << 20, sinks=4, prime=0),
                              _frame(4000, (1000,), payload16)),
         "many-streams-long-window": _long(replace(section, window=4096, sinks=4, prime=0),
                                           _frame(HUGE, (most // 4096,) * 4096,

@@ -113,7 +113,7 @@ def invoke(argv: list[str], input: bytes | None = None):
     import click
     from click.testing import CliRunner
 
-    from llmzip.cli import main
+    from llmzip.cli.main import main
 
     cmd = click.Command("llmzip", callback=lambda: main(argv))
     return CliRunner().invoke(cmd, [], input=input, catch_exceptions=False)

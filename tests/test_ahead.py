@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from llmzip import container as fmt
-from llmzip import fused
 from llmzip import model as models
-from llmzip import predictor as pred
-from llmzip.layout import Layout
-from llmzip.settings import Coding, MixConfig
+from llmzip.codec import predictor as pred
+from llmzip.codec.settings import Coding
+from llmzip.format import container as fmt
+from llmzip.format.layout import Layout
+from llmzip.format.mixconfig import MixConfig
+from llmzip.numeric import jit
 from tests.helpers import CORPUS
 
 
@@ -41,7 +42,7 @@ def test_steps_ahead_give_the_decoders_bits(tiny_model, monkeypatch, fused_on, s
     coding = Coding(b"", fmt.ENGINE_EXACT, window, 2, layout.prime, MixConfig())
     monkeypatch.setattr(pred, "AHEAD_ROWS", rows)
     if not fused_on:
-        with fused.disabled():
+        with jit.disabled():
             want = _run(model, layout, coding, table, ahead=False)
             got = _run(model, layout, coding, table, ahead=True)
     else:

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from llmzip.bias import Bias
-from llmzip.settings import MixConfig
+from llmzip.format.mixconfig import MixConfig
+from llmzip.mixing.bias import Bias
 
 V = 300
 
 
 def _step_bias(bias: Bias, logits: torch.Tensor, tokens: list[int]) -> None:
     """One bias update from the LM frequencies of ``logits`` (+ b)."""
-    from llmzip.mixer import lm_frequencies
+    from llmzip.mixing.mixer import lm_frequencies
 
     f = lm_frequencies(bias.apply(logits))
     n = len(tokens)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import llmzip
-from llmzip import coder
+from llmzip.codec import rangecoder
 from llmzip.errors import FormatError, LlmzipError
 from tests.forgeries import forgeries
 from tests.helpers import CORPUS, invoke, one_line_error
@@ -30,7 +30,7 @@ def forged(real_blob) -> dict[str, bytes]:
 
 def _decoded_steps(monkeypatch) -> list[int]:
     """Counts the model steps the decoder takes (the work a forgery costs)."""
-    from llmzip import predictor
+    from llmzip.codec import predictor
 
     steps = [0]
     step = predictor.Predictor.step
@@ -71,8 +71,8 @@ def test_the_51_byte_bomb_is_refused_before_any_step(forged, real_model, monkeyp
 
 def test_most_tokens_is_the_floor_of_the_coder():
     # 49,152 tokens in two parts (192 groups, 256 places): ~3.8e-5 bits a token at best
-    assert coder.least_bits_per_token(49152, True) == pytest.approx(3.835e-5, rel=1e-3)
-    assert coder.most_tokens(16, 49152, True) < 201_326_592 // 20
+    assert rangecoder.least_bits_per_token(49152, True) == pytest.approx(3.835e-5, rel=1e-3)
+    assert rangecoder.most_tokens(16, 49152, True) < 201_326_592 // 20
 
 
 def test_no_real_payload_reaches_the_bound():
@@ -89,10 +89,10 @@ def test_no_real_payload_reaches_the_bound():
         p[np.arange(n // 10, n // 5), symbols[n // 10: n // 5]] = 1.0
         p[n // 5: n // 4, symbols[0]] = 1.0  # and some with another symbol sure
         for split in (False, True):
-            enc = coder.Encoder(split)
+            enc = rangecoder.Encoder(split)
             enc.encode(symbols, p)
             data = enc.finish()
-            dec = coder.Decoder(data, split)
+            dec = rangecoder.Decoder(data, split)
             assert np.array_equal(dec.decode(p), symbols)
             assert dec.spent <= dec.budget
 
@@ -100,7 +100,7 @@ def test_no_real_payload_reaches_the_bound():
 def test_decoding_past_the_payload_stops():
     V = 600
     p = np.full((1, V), 1.0 / V)
-    dec = coder.Decoder(b"\x00" * 8, True)
+    dec = rangecoder.Decoder(b"\x00" * 8, True)
     with pytest.raises(ValueError, match="more symbols than the compressed data can hold"):
         for _ in range(1000):
             dec.decode(p)
@@ -121,7 +121,7 @@ def test_concatenated_files_decode_to_the_concatenation(tiny_model, model_coding
                                      **extra))
     blob = b"".join(blobs)
     assert llmzip.decompress(blob, model=tiny_model, threads=1) == b"".join(parts)
-    from llmzip.listing import describe
+    from llmzip.cli.info import describe
 
     text = describe(io.BytesIO(blob), "x.llmz")
     assert text.count("llmzip format version") == len(shapes)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import llmzip
-from llmzip import container as fmt
-from llmzip.mixer import MixConfig
+from llmzip.format import container as fmt
+from llmzip.format.mixconfig import MixConfig
 from tests.helpers import CORPUS, OPTS, build_model_dir, invoke, one_line_error, subprocess_env
 
 
@@ -30,8 +30,8 @@ def text_file(tmp_path) -> Path:
     (0.5, "39.1 KB/s", "10920 tokens/s"),
 ])
 def test_verbose_report_keeps_small_speeds_readable(capsys, seconds, speed, tps):
-    from llmzip.cli import _report
-    from llmzip.codec import Stats
+    from llmzip.cli.main import _report
+    from llmzip.codec.stream import Stats
 
     _report("a.txt", Stats(20000, 2904, 5460, 1, 0, [5]), seconds, True)
     err = capsys.readouterr().err
@@ -117,7 +117,7 @@ def _settings(*argv):
     """The Settings that `compress` would build from these flags."""
     import click
 
-    from llmzip.options import settings_from, settings_options
+    from llmzip.cli.options import settings_from, settings_options
 
     seen = {}
     cmd = settings_options(click.Command("c", callback=lambda **o: seen.update(o)))
@@ -126,7 +126,7 @@ def _settings(*argv):
 
 
 def test_levels_choose_only_what_is_left_unset():
-    from llmzip import settings
+    from llmzip.codec import settings
 
     plain = _settings()
     assert (plain.level, plain.streams, plain.window) == (settings.DEFAULT_LEVEL, None, None)
@@ -144,7 +144,7 @@ def test_levels_choose_only_what_is_left_unset():
 
 
 def test_level_flags_combine_like_gzip():
-    from llmzip.cli import _resolve
+    from llmzip.cli.main import _resolve
 
     assert _resolve(["-9c", "f"]) == ["compress", "-9c", "f"]
     assert _resolve(["-d1", "f"]) == ["decompress", "-1", "f"]
@@ -165,7 +165,7 @@ def test_best_round_trip(tiny_env, text_file, tmp_path):
 def test_fast_level_round_trip(tiny_env, text_file, tmp_path):
     """-1 on an input of one small frame: its own window and streams (levels below the
     default do not take the best level's coding), and the file decodes."""
-    from llmzip import settings
+    from llmzip.codec import settings
 
     r = invoke(["compress", "-1", "--threads", "1", "-c", str(text_file)])
     assert r.exit_code == 0, r.output
@@ -330,7 +330,7 @@ HEAVY = ("torch", "transformers", "matplotlib", "rich")
 
 _IMPORTS = """
 import sys
-from llmzip.cli import main
+from llmzip.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit:
@@ -369,12 +369,12 @@ class InterruptOnImport(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, InterruptOnImport())
-from llmzip.cli import main
+from llmzip.cli.main import main
 main(sys.argv[2:])
 """
 
 
-@pytest.mark.parametrize("module", ["torch", "llmzip.codec"])
+@pytest.mark.parametrize("module", ["torch", "llmzip.codec.stream"])
 def test_ctrl_c_during_start_up_is_one_line_exit_130(tiny_model, text_file, module):
     r = subprocess.run([sys.executable, "-c", _INTERRUPT, module, "compress", *OPTS, "-c",
                         str(text_file)], capture_output=True, env=subprocess_env(tiny_model))
@@ -386,26 +386,26 @@ def test_options_that_take_a_value_are_known_to_main():
     """main() reads mode letters out of the arguments; it must skip every option's value."""
     import click
 
-    from llmzip import cli
+    from llmzip.cli import main
 
     taking = set()
-    for name in cli.COMMANDS:
-        command = cli.cli.get_command(click.Context(cli.cli), name)
+    for name in main.COMMANDS:
+        command = main.cli.get_command(click.Context(main.cli), name)
         for sub in getattr(command, "commands", {}).values() or [command]:
             for p in sub.params:
                 if isinstance(p, click.Option) and not p.is_flag:
                     taking.update(p.opts)
-    assert {o for o in taking if o.startswith("--")} == cli._LONG_WITH_VALUE
-    assert {o[1] for o in taking if not o.startswith("--")} == set(cli._SHORT_WITH_VALUE)
+    assert {o for o in taking if o.startswith("--")} == main._LONG_WITH_VALUE
+    assert {o[1] for o in taking if not o.startswith("--")} == set(main._SHORT_WITH_VALUE)
 
 
 def test_cli_only_parses_and_calls():
-    """File policy (temporaries, renames, removals, terminals, sinks) is files.py's alone."""
+    """File policy (temporaries, renames, removals, terminals, sinks) is cli/files.py's alone."""
     import ast
 
     from tests.helpers import ROOT
 
-    tree = ast.parse((ROOT / "llmzip" / "cli.py").read_text())
+    tree = ast.parse((ROOT / "llmzip" / "cli" / "main.py").read_text())
     names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"unlink", "rename", "mkstemp", "tempfile", "chmod", "utime",
@@ -428,13 +428,14 @@ def test_model_list_and_rm_show_and_free_the_cache(tmp_path, monkeypatch):
     """`model list` names every known model with its state and disk use; `model rm` deletes a
     model with its converted form (issue 23.12), and an unknown one is one line, exit 1."""
     from llmzip import model as models
+    from llmzip.model import convert
 
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
     info = models.MODELS["qwen2.5-coder-0.5b"]
     (tmp_path / "models").mkdir()
     gguf = tmp_path / "models" / info.file
     gguf.write_bytes(b"GGUF" + bytes(2_000_000))
-    key = models._sha256_file(gguf)[:32]
+    key = convert.sha256_file(gguf)[:32]
     converted = tmp_path / "converted" / f"{key}-e1"
     converted.mkdir(parents=True)
     (converted / "weights.safetensors").write_bytes(bytes(1_000_000))
@@ -456,19 +457,19 @@ def test_loading_a_model_removes_the_forms_older_versions_converted(tmp_path, mo
     """`model list` counts what the cache holds; what an older llmzip converted (another
     converted format) is removed once the current form is there (issue 42: a 538 MB float32
     copy that 0.1 kept)."""
-    from llmzip import model as models
+    from llmzip.model import convert
 
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
     gguf = tmp_path / "models" / "x.gguf"
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF" + bytes(1000))
-    key = models._sha256_file(gguf)[:32]
-    current = tmp_path / "converted" / f"{key}-{models.CONVERTED_FORMAT}"
+    key = convert.sha256_file(gguf)[:32]
+    current = tmp_path / "converted" / f"{key}-{convert.CONVERTED_FORMAT}"
     old = tmp_path / "converted" / f"{key}-e0"
     other = tmp_path / "converted" / f"{'0' * 32}-e0"  # another model's: kept
     for d in (current, old, other):
         d.mkdir(parents=True)
         (d / "fingerprint").write_text("00")
-    assert models.converted_dir(gguf) == current
+    assert convert.converted_dir(gguf) == current
     assert current.exists() and other.exists() and not old.exists()
 

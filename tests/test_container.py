@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import container as fmt
+from llmzip.cli.info import describe
 from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
-from llmzip.layout import even_lengths
-from llmzip.listing import describe
-from llmzip.settings import MixConfig
+from llmzip.format import container as fmt
+from llmzip.format.layout import even_lengths
+from llmzip.format.mixconfig import MixConfig
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1, "streams": 2}

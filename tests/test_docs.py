@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from llmzip import settings
+from llmzip.codec import settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

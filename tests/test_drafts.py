@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import llmzip
-from llmzip import container as fmt
-from llmzip import fused
 from llmzip import model as models
-from llmzip import predictor as pred
-from llmzip.layout import Layout
-from llmzip.settings import Coding, MixConfig
+from llmzip.codec import predictor as pred
+from llmzip.codec.settings import Coding
+from llmzip.format import container as fmt
+from llmzip.format.layout import Layout
+from llmzip.format.mixconfig import MixConfig
+from llmzip.numeric import jit
 from tests.helpers import CORPUS
 
 
@@ -65,7 +66,7 @@ def test_drafted_steps_give_one_steps_bits(tiny_model, fused_on, drafts, streams
     layout = Layout.split(len(tokens), streams, prime)
     table = layout.scatter(tokens)
     coding = Coding(b"", fmt.ENGINE_EXACT, window, 2, layout.prime, MixConfig())
-    with fused.disabled() if not fused_on else _nothing():
+    with jit.disabled() if not fused_on else _nothing():
         want = _run(model, layout, coding, table, "off")
         got = _run(model, layout, coding, table, drafts)
     assert max(o for _, _, o in want[:-1]) >= 2 * window  # the sinks moved

@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import exactmath as xm
+from llmzip.numeric import exactmath as xm
 from tests.helpers import CORPUS, HASWELL, english_text, subprocess_env
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -143,7 +143,7 @@ def test_real_model_file_decodes_in_every_environment(real_model, tmp_path):
     data = english_text()[3000:4500]
     path = tmp_path / "alice.llmz"
     path.write_bytes(llmzip.compress(data, model=real_model, threads=2))
-    from llmzip import container as fmt
+    from llmzip.format import container as fmt
 
     with open(path, "rb") as f:
         header = fmt.Header.read(f)
@@ -154,12 +154,12 @@ def test_real_model_file_decodes_in_every_environment(real_model, tmp_path):
 
 
 def test_kernel_env_forces_the_float32_kernel(monkeypatch):
-    from llmzip import kernels
+    from llmzip.numeric import products
 
-    monkeypatch.setenv(kernels.KERNEL_ENV, "float32")
-    kernels.int8_is_exact.cache_clear()
+    monkeypatch.setenv(products.KERNEL_ENV, "float32")
+    products.int8_is_exact.cache_clear()
     try:
-        assert kernels.Products("cpu").name == "float32"
+        assert products.Products("cpu").name == "float32"
     finally:
-        kernels.int8_is_exact.cache_clear()
-    assert os.environ[kernels.KERNEL_ENV] == "float32"
+        products.int8_is_exact.cache_clear()
+    assert os.environ[products.KERNEL_ENV] == "float32"

@@ -16,14 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import engine as E
-from llmzip import fused, fusedcheck
-from llmzip import mixer as M
 from llmzip import model as models
-from llmzip.bias import Bias
-from llmzip.kernels import Products, exact_kernels
-from llmzip.llama import LlamaConfig
-from llmzip.settings import MixConfig
+from llmzip.codec import selfcheck
+from llmzip.engine import exact as E
+from llmzip.engine import kernels as engine_kernels
+from llmzip.engine.llama import LlamaConfig
+from llmzip.format.mixconfig import MixConfig
+from llmzip.mixing import kernels
+from llmzip.mixing import mixer as M
+from llmzip.mixing.bias import Bias
+from llmzip.numeric import jit
+from llmzip.numeric.products import Products, exact_kernels
 from tests.helpers import HASWELL
 
 try:
@@ -31,7 +34,7 @@ try:
 except ImportError:  # the builders used to live in conftest
     from tests.conftest import build_model_dir
 
-pytestmark = pytest.mark.skipif(os.environ.get(fused.ENV) == "0",
+pytestmark = pytest.mark.skipif(os.environ.get(jit.ENV) == "0",
                                 reason="LLMZIP_FUSED=0: the fused kernels are off")
 FEW = settings(max_examples=25, deadline=None)
 
@@ -46,25 +49,25 @@ def same(a, b) -> bool:
 def rows(b: int, k: int, seed: int, **kw) -> torch.Tensor:
     """b rows of k values: the adversarial rows (zero, outlier, ties, extremes, subnormals)
     first, then random rows of mixed magnitudes."""
-    x = fusedcheck.adversarial(max(b, 8), max(k, 4), seed=seed, **kw)[:, :k]
+    x = selfcheck.adversarial(max(b, 8), max(k, 4), seed=seed, **kw)[:, :k]
     return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:b]]
 
 
 def test_the_fused_kernels_are_available_and_pass_the_self_check():
-    assert fusedcheck.enable()
-    assert fused.available()
-    assert fusedcheck.failures() == []
+    assert selfcheck.enable()
+    assert jit.available()
+    assert selfcheck.failures() == []
 
 
 def test_no_multiply_add_is_contracted_into_an_fma():
-    assert fused.contraction_free()
+    assert jit.contraction_free()
 
 
 def test_the_contraction_probe_would_catch_an_fma():
     """The probe's values tell an FMA from two roundings: numba's fastmath version of the same
     loop (which may contract) gives other bits, where the CPU has FMA."""
     numba = pytest.importorskip("numba")
-    src = inspect.getsource(fused._fma_probe.py_func)
+    src = inspect.getsource(jit._fma_probe.py_func)
     src = src[src.index("def "):]
     scope: dict = {}
     exec(src, scope)
@@ -100,13 +103,13 @@ def test_linear_and_normed_linear(kernel, b, k, n, seed, with_bias):
     gain[: min(k, 3)] = torch.tensor([0.0, 1.0, -2.0])[: min(k, 3)]
     config = LlamaConfig(8, k, 8, 1, 1, 1, 8, 10000.0, 1e-6 if seed % 2 else 1e-5, True)
     engine = E.Engine(config)
-    with fused.disabled():
+    with jit.disabled():
         ref = lin(x)
     assert same(ref, E.fused_linear(lin, x))
     # x * gain must stay finite (the engine's domain: a float32 overflow of the activations
     # is a broken model, and its NaN patterns are not specified): outliers of 1e36 here.
     x = rows(b, k, seed, huge=1e36)
-    with fused.disabled():
+    with jit.disabled():
         ref_normed = engine.normed_linear(x, lin, gain)
     assert same(ref_normed, E.fused_linear(lin, x, gain, config.rms_eps))
 
@@ -119,15 +122,15 @@ def test_silu(b, n, seed, strided):
     x = torch.cat([rows(b, n, seed) * 8, torch.randn(b, n, generator=gen) * 40], dim=1)
     x[0, : min(n, 6)] = torch.tensor([-100.0, 100.0, 87.5, -88.5, -0.0, 1e-30])[: min(n, 6)]
     gate = x.chunk(2, dim=-1)[0] if strided else x
-    with fused.disabled():
+    with jit.disabled():
         ref = E.Engine.silu(gate)
-    assert same(ref, fused.silu_(gate))
+    assert same(ref, engine_kernels.silu_(gate))
 
 
 _MADD4 = """
 import numpy as np, sys
 from numba import njit
-from llmzip.pairdot import madd4, pack
+from llmzip.numeric.pairdot import madd4, pack
 
 @njit
 def run(acc, k, ks, q, offsets):
@@ -193,11 +196,11 @@ def test_attention_and_the_cache(heads, b, window, sinks, keys, seed):
     cache = engine.new_cache(config, b, window, sinks, e)
     for t in range(2 * window + 3):
         qkv = rows(b, (H + 2 * G) * D, seed + t, huge=1e4) * (0.05 if t % 3 else 20)
-        with fused.disabled():
+        with jit.disabled():
             pos = engine.begin(ref_cache)
             ref = [engine.attention(ref_cache, i, pos, qkv) for i in range(2)]
         pos = engine.begin(cache)
-        out = [fused.attention(engine, cache, i, pos, qkv) for i in range(2)]
+        out = [engine_kernels.attention(engine, cache, i, pos, qkv) for i in range(2)]
         assert all(same(x, y) for x, y in zip(ref, out)), t
         for name in E._CACHED:
             assert same(getattr(ref_cache, name), getattr(cache, name)), (t, name)
@@ -216,14 +219,14 @@ def test_lm_frequencies_and_the_mixture(n, v, bias, seed, scale):
         x[0, 0] = 1e30
     b = None if bias is None else torch.randn((v,) if bias == 1 else (n + 2, v),
                                               generator=gen) * 0.25
-    with fused.disabled():
+    with jit.disabled():
         xb = x if b is None else x + (b if b.ndim == 1 else b[:n])
         ref = M.lm_frequencies(xb, scale)
-    f, total = fused.lm_frequencies(x, b, M._table64(), scale)
+    f, total = kernels.lm_frequencies(x, b, M._table64(), scale)
     assert same(ref, f)
     assert same(ref.sum(dim=1, keepdim=True), total)
     k = torch.rand(n, generator=gen, dtype=torch.float64).numpy() / total[:, 0].numpy()
-    assert same((ref * torch.from_numpy(k)[:, None]).numpy(), fused.mixture(f, k))
+    assert same((ref * torch.from_numpy(k)[:, None]).numpy(), kernels.mixture(f, k))
 
 
 @FEW
@@ -234,17 +237,17 @@ def test_the_shared_bias_step(n, v, adaptive, per_token, seed):
     config = MixConfig(bias_adaptive=adaptive, bias_sum=per_token)
     ref, ours = Bias(v, config, n), Bias(v, config, n)
     for _ in range(4):
-        with fused.disabled():
+        with jit.disabled():
             f = M.lm_frequencies(ref.apply(torch.randn(n, v, generator=gen) * 6))
         total = f.sum(dim=1, keepdim=True)
         y = torch.randint(0, v, (n,), generator=gen)
         y[-1] = y[0]  # a token twice
         resp = torch.rand(n, generator=gen, dtype=torch.float64)
         resp[0] = 1.0
-        with fused.disabled():
+        with jit.disabled():
             ref.update(f, total, y, resp)
         c, ry = ours.shared_factors(total, resp)
-        fused.bias_update(ours, f, c, y, ry)
+        kernels.bias_update(ours, f, c, y, ry)
         assert same(ref.b, ours.b) and same(ref.b32, ours.b32)
         assert (ref.g2 is None) == (ours.g2 is None)
         assert ref.g2 is None or same(ref.g2, ours.g2)
@@ -276,10 +279,10 @@ def _qwen2_model(tmp_path_factory) -> str:
 def test_the_whole_model_gives_the_same_logits_and_probabilities(kind, tiny_model,
                                                                  tmp_path_factory):
     model = tiny_model if kind == "llama" else _qwen2_model(tmp_path_factory)
-    with fused.disabled():
+    with jit.disabled():
         ref = _run(model)
     ours = _run(model)
-    assert fused.available()  # (model.load ran the self-check): the fused kernels ran
+    assert jit.available()  # (model.load ran the self-check): the fused kernels ran
     for t, ((lr, pr), (lo, po)) in enumerate(zip(ref, ours)):
         assert same(lr, lo), f"logits differ at step {t}"
         assert same(pr, po), f"probabilities differ at step {t}"
@@ -290,8 +293,8 @@ def test_compressed_files_are_the_same_bytes(tiny_model):
     kw = {"model": tiny_model, "window": 16, "sinks": 2, "threads": 1, "streams": 3,
           "prime": 8}
     ours = llmzip.compress(data, **kw)
-    assert fused.available()
-    with fused.disabled():
+    assert jit.available()
+    with jit.disabled():
         assert llmzip.compress(data, **kw) == ours
         assert llmzip.decompress(ours, model=tiny_model) == data
     assert llmzip.decompress(ours, model=tiny_model) == data
@@ -301,12 +304,12 @@ def test_configure_sets_the_fused_kernels_threads_too():
     """--threads N: the numba loops use N threads of the pool, not all of it."""
     import numba
 
-    from llmzip.kernels import configure
+    from llmzip.numeric.products import configure
 
     before = torch.get_num_threads()
     try:
         configure("cpu", 1)
-        assert (numba.get_num_threads(), torch.get_num_threads(), fused._chunks(8)) == (1, 1, 1)
+        assert (numba.get_num_threads(), torch.get_num_threads(), jit.threads_for(8)) == (1, 1, 1)
         configure("cpu", 64)
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
     finally:
@@ -317,9 +320,9 @@ def test_configure_sets_the_fused_kernels_threads_too():
 def test_recall_voters_are_the_reference_s(seed):
     """fused.voters (one pass, a running k-th best) chooses the reference's voters: every
     entry at least as similar as the k-th, ties included (repeated states, a zero query)."""
-    from llmzip.recall import Recall
+    from llmzip.mixing.recall import Recall
 
-    assert fusedcheck.enable()
+    assert selfcheck.enable()
     rng = np.random.default_rng(seed)
     pair = [Recall(8, 48.0), Recall(8, 48.0)]
     states = rng.normal(size=(40, 24))
@@ -329,7 +332,7 @@ def test_recall_voters_are_the_reference_s(seed):
             h[0] = 0.0
         y = rng.integers(0, 30, size=5)
         got = pair[0].predict(h)
-        with fused.disabled():
+        with jit.disabled():
             ref = pair[1].predict(h)
         assert all(np.array_equal(a, b) for a, b in zip(got, ref))
         for r in pair:

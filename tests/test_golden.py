@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import llmzip
-from llmzip import container as fmt
 from llmzip.errors import MismatchError
+from llmzip.format import container as fmt
 from tests.helpers import subprocess_env
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("v*/*.llmz"))

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import llmzip
-from llmzip import container as fmt
-from llmzip import fused, keyscale
 from llmzip import model as models
+from llmzip.engine import keyscale
+from llmzip.format import container as fmt
+from llmzip.numeric import jit
 from tests.helpers import CORPUS, build_model_dir
 
 
@@ -51,7 +52,7 @@ def test_exponents_follow_the_spiky_dimensions_and_are_cached(spiky, tmp_path, m
     assert e.shape == (2, 2, 16) and e[:, :, 3].min() >= 4 and e[:, :, 5].min() >= 4
     assert torch.equal(e[..., :8], e[..., 8:])  # the same for both dimensions of a pair
     assert torch.equal(keyscale.measure(loaded), e)  # deterministic
-    with fused.disabled():
+    with jit.disabled():
         assert torch.equal(keyscale.measure(loaded), e)  # the engine's own bits either way
     keyscale._MEMO.clear()
     assert torch.equal(keyscale.exponents(loaded), e)
@@ -67,7 +68,7 @@ def test_engine_2_files_round_trip_and_engine_1_files_still_decode(spiky, monkey
     kw = {"model": spiky, "window": 64, "sinks": 2, "threads": 1, "streams": 2, "prime": 8}
     blob = llmzip.compress(data, **kw)
     assert _header(blob).model.engine == fmt.ENGINE_KEYS
-    with fused.disabled():
+    with jit.disabled():
         assert llmzip.compress(data, **kw) == blob  # the torch reference: the same bytes
     assert llmzip.decompress(blob, model=spiky) == data
     # A file made before key exponents existed (engine 1) decodes without them.
@@ -81,7 +82,7 @@ def test_engine_2_files_round_trip_and_engine_1_files_still_decode(spiky, monkey
 def test_the_exponents_pay_on_spiky_keys(spiky, monkeypatch):
     """The reason they exist: with two huge key dimensions the LM alone codes better with them
     than without (a tiny random model, so only the direction is asserted)."""
-    from llmzip.settings import MixConfig
+    from llmzip.format.mixconfig import MixConfig
 
     data = CORPUS.encode()[:900]
     kw = {"model": spiky, "window": 256, "threads": 1, "streams": 1, "mix": MixConfig.lm_only()}

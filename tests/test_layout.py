@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmzip.layout import MAX_AUTO_STREAMS, Layout, auto_streams
+from llmzip.format.layout import MAX_AUTO_STREAMS, Layout, auto_streams
 
 
 def test_split_lengths_are_non_increasing_and_cover():

@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import codec
-from llmzip import container as fmt
+from llmzip.cli.info import describe
+from llmzip.codec import stream
 from llmzip.errors import ChecksumError
-from llmzip.lineends import to_crlf, to_lf
-from llmzip.listing import describe
+from llmzip.format import container as fmt
+from llmzip.format.lineends import to_crlf, to_lf
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
@@ -48,7 +48,7 @@ def _frames(blob: bytes) -> list[fmt.Frame]:
 
 @pytest.fixture
 def model_coded(monkeypatch):
-    monkeypatch.setattr(codec, "CLASSIC", False)  # the tiny model loses to lzma
+    monkeypatch.setattr(stream, "TRY_LZMA", False)  # the tiny model loses to lzma
 
 
 def test_crlf_text_is_the_lf_texts_payload(tiny_model, model_coded):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmzip import kernels
 from llmzip import model as models
-from llmzip.engine import Engine, quantize_model
-from llmzip.llama import Llama, LlamaConfig, longest_window
-from llmzip.pairdot import unpair_keys
+from llmzip.engine.exact import Engine, quantize_model
+from llmzip.engine.llama import Llama, LlamaConfig, longest_window
+from llmzip.numeric import products
+from llmzip.numeric.pairdot import unpair_keys
 from tests.helpers import build_model_dir
 
 
@@ -87,7 +87,7 @@ def test_threads_and_kernels_give_the_same_bits(tiny_model):
     try:
         for kernel in ("float32", "int8"):
             engine = Engine(config)
-            if kernel == "int8" and not kernels.int8_is_exact("cpu"):
+            if kernel == "int8" and not products.int8_is_exact("cpu"):
                 continue
             engine.products.name = kernel
             other = Llama(config, engine, tensors)
@@ -116,7 +116,7 @@ def test_float32_kernel_splits_long_inner_dimensions_exactly():
         w = torch.randint(-127, 128, (k, 9), generator=gen).float()
         a[0], w[:, 0] = 127, 127  # the largest sums
         exact = (a.double() @ w.double()).float()  # exact, then rounded once
-        assert torch.equal(kernels.float32_products(a, w), exact), k
+        assert torch.equal(products.float32_products(a, w), exact), k
 
 
 def test_int8_probe_refuses_a_kernel_that_saturates(monkeypatch):
@@ -124,12 +124,12 @@ def test_int8_probe_refuses_a_kernel_that_saturates(monkeypatch):
     def saturating(a, b):
         return (a.int() @ b.int()).clamp(-32768, 32767)
 
-    kernels.int8_is_exact.cache_clear()
+    products.int8_is_exact.cache_clear()
     monkeypatch.setattr(torch, "_int_mm", saturating)
     try:
-        assert not kernels.int8_is_exact("cpu")
+        assert not products.int8_is_exact("cpu")
     finally:
-        kernels.int8_is_exact.cache_clear()
+        products.int8_is_exact.cache_clear()
 
 
 def test_window_slides_without_growing_and_sinks_move_up(tiny_model):

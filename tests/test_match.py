@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmzip.match import Match
+from llmzip.mixing.match import Match
 
 
 def test_match_follows_a_repeat_and_drops_on_a_miss():

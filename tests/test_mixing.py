@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmzip.mixer import Mixer
-from llmzip.settings import PRESET_3, PRESET_4, PRESET_7, MixConfig
+from llmzip.format.mixconfig import PRESET_3, PRESET_4, PRESET_7, MixConfig
+from llmzip.mixing.mixer import Mixer
 
 V = 300
 RECALL_ONLY = MixConfig(ngram=False, match=False, bias=False)
@@ -201,7 +201,7 @@ def test_bad_config_bytes_are_rejected(data):
 
 
 def test_info_describes_mixer_settings_or_shows_unreadable_bytes():
-    from llmzip.listing import _mixer
+    from llmzip.cli.info import _mixer
 
     assert _mixer(MixConfig().to_bytes()) == MixConfig().describe()
     assert "AdaGrad lr 0.5 per token" in MixConfig().describe()
@@ -220,7 +220,7 @@ def test_unrepresentable_config_is_rejected():
 def test_warm_start_rows_follow_the_components():
     """Each component starts from its own kind's row: n-gram orders (beyond 4: order 4's),
     recall, match; the flat start is -3 on the own-confidence entries, 0 elsewhere."""
-    from llmzip import mixer
+    from llmzip.mixing import mixer
 
     table = mixer._START
     W = Mixer(320, [10], MixConfig(ngram_order=6)).W

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmzip.ngram import NGram
+from llmzip.mixing.ngram import NGram
 
 
 def test_ngram_counts_followers():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import llmzip
-from llmzip import parallel
+from llmzip.codec import parallel
 from llmzip.errors import LlmzipError
 from tests.helpers import DyingWorker, english_text
 

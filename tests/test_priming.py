@@ -12,14 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import container as fmt
 from llmzip import model as models
+from llmzip.codec.predictor import Predictor
+from llmzip.codec.settings import Coding
 from llmzip.errors import FormatError
-from llmzip.layout import Layout
-from llmzip.match import Match
-from llmzip.mixer import Mixer
-from llmzip.predictor import Predictor
-from llmzip.settings import Coding, MixConfig
+from llmzip.format import container as fmt
+from llmzip.format.layout import Layout
+from llmzip.format.mixconfig import MixConfig
+from llmzip.mixing.match import Match
+from llmzip.mixing.mixer import Mixer
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}

@@ -31,8 +31,8 @@ def test_warm_start_and_short_form_pay_on_a_small_text(real_model):
     start, and the short form of a one-frame file is what is written."""
     import io
 
-    from llmzip import container as fmt
-    from llmzip.settings import MixConfig
+    from llmzip.format import container as fmt
+    from llmzip.format.mixconfig import MixConfig
 
     data = english_text()[6000:8000]
     warm = llmzip.compress(data, model=real_model, threads=1)
@@ -48,8 +48,8 @@ def test_every_level_round_trips(real_model, level):
     header carries the level's window, and the file decodes."""
     import io
 
-    from llmzip import container as fmt
-    from llmzip.settings import LEVELS
+    from llmzip.codec.settings import LEVELS
+    from llmzip.format import container as fmt
 
     data = english_text()[8000:9200]
     blob = llmzip.compress(data, model=real_model, threads=1, level=level, frame_size=600)

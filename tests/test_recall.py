@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmzip import recall as rc
-from llmzip.ngram import SLOTS
-from llmzip.recall import Recall
+from llmzip.mixing import recall as rc
+from llmzip.mixing.ngram import SLOTS
+from llmzip.mixing.recall import Recall
 
 D = 24
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 import llmzip
-from llmzip import codec, files
-from llmzip import container as fmt
+from llmzip.cli import files
+from llmzip.codec import stream
 from llmzip.errors import ChecksumError, FormatError
+from llmzip.format import container as fmt
 from tests.helpers import CORPUS, OPTS, ROOT, invoke, one_line_error, subprocess_env
 
 
@@ -153,13 +154,13 @@ def test_full_disk_file_output(tiny_env, tmp_path, monkeypatch, command):
 
 def test_rm_keeps_source_when_verification_fails(tiny_env, text_file, monkeypatch):
     original = text_file.read_bytes()
-    real = codec.decompress_stream
+    real = stream.decompress_stream
 
     def failing_verify(src, dst, **kwargs):
         real(src, dst, **kwargs)
         raise ChecksumError("checksum mismatch in frame 1: the file is corrupt")
 
-    monkeypatch.setattr(codec, "decompress_stream", failing_verify)
+    monkeypatch.setattr(stream, "decompress_stream", failing_verify)
     r = invoke(["compress", *OPTS, "--rm", str(text_file)])
     assert r.exit_code == 1
     one_line_error(r.stderr)
@@ -292,7 +293,7 @@ def test_test_command_writes_nothing(tiny_env, tmp_path, monkeypatch):
 _CONVERT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from llmzip import model
+    from llmzip.model import convert
 
     me, other = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -303,11 +304,11 @@ _CONVERT = textwrap.dedent("""
         (out / "model.safetensors").write_bytes(b"w" * 100000)
         (out / "fingerprint").write_text("ab" * 32)
 
-    model._convert_gguf = slow_convert
+    convert._convert_gguf = slow_convert
     me.touch()
     while not other.exists():  # both processes convert at the same time
         time.sleep(0.01)
-    print(model.converted_dir(Path(sys.argv[3])))
+    print(convert.converted_dir(Path(sys.argv[3])))
 """)
 
 

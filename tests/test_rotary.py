@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from llmzip import exactmath as xm
-from llmzip import rotary
+from llmzip.engine import rotary
+from llmzip.numeric import exactmath as xm
 
 THETA, D = 10000.0, 16
 

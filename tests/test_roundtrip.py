@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import container as fmt
-from llmzip.settings import BEST_WINDOW, DEFAULT_WINDOW
+from llmzip.codec.settings import BEST_WINDOW, DEFAULT_WINDOW
+from llmzip.format import container as fmt
 from tests.helpers import CORPUS
 
 TINY = {"window": 16, "sinks": 2, "threads": 1}
@@ -76,7 +76,7 @@ def test_coder_reads_strided_probabilities_correctly():
     """A transposed probability array must code as well as a contiguous copy."""
     import numpy as np
 
-    from llmzip.coder import Decoder, Encoder
+    from llmzip.codec.rangecoder import Decoder, Encoder
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(50, 0.1), size=(40, 3))  # [steps, n, V]
@@ -97,7 +97,7 @@ def test_split_coder_roundtrip_any_vocabulary(V):
     group size, with peaked, flat and underflowing rows, symbols at both ends included."""
     import numpy as np
 
-    from llmzip.coder import Decoder, Encoder, group_size
+    from llmzip.codec.rangecoder import Decoder, Encoder, group_size
 
     rng = np.random.default_rng(V)
     steps, n = 30, 3
@@ -122,7 +122,7 @@ def test_split_coder_loses_less_to_the_floor():
     nothing."""
     import numpy as np
 
-    from llmzip.coder import Decoder, Encoder
+    from llmzip.codec.rangecoder import Decoder, Encoder
 
     V, n, steps = 151_936, 50, 100
     probs = np.full((n, V), 1e-12)
@@ -142,7 +142,7 @@ def test_split_coder_loses_less_to_the_floor():
 def test_split_decoder_rejects_a_token_past_the_vocabulary():
     import numpy as np
 
-    from llmzip.coder import Decoder, Encoder, _Split
+    from llmzip.codec.rangecoder import Decoder, Encoder, _Split
 
     probs = np.full((1, 300), 1 / 300)  # G = 32: the last group holds ids 288..299 of 320
     parts = _Split(probs)
@@ -154,7 +154,7 @@ def test_split_decoder_rejects_a_token_past_the_vocabulary():
 
 
 def test_settings_by_input_size_table():
-    from llmzip.settings import LEVELS, SMALL_FROM_LEVEL, SMALL_INPUT, Settings
+    from llmzip.codec.settings import LEVELS, SMALL_FROM_LEVEL, SMALL_INPUT, Settings
 
     auto = Settings()
     assert (auto.sized(SMALL_INPUT, 1).window, auto.sized(SMALL_INPUT, 1).streams) == (
@@ -197,8 +197,9 @@ def test_each_model_brings_its_mixer(tiny_model, monkeypatch):
     """A model's own mixer settings (model.py: the 1.5B model's preset 7, with a temperature)
     are what its files get, less the components switched off; they round-trip, and a small
     input's header holds them as one preset byte."""
+    from llmzip.codec.settings import Settings
+    from llmzip.format.mixconfig import PRESET_7, MixConfig
     from llmzip.model import MODELS, load
-    from llmzip.settings import PRESET_7, MixConfig, Settings
 
     assert MODELS["qwen2.5-coder-1.5b"].mix == PRESET_7
     assert MODELS["smollm2-135m"].mix == MixConfig()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmzip.tokens import LosslessTokenizer
+from llmzip.model.tokens import LosslessTokenizer
 from tests.helpers import CORPUS, build_tokenizer
 
 

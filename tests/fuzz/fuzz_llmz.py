@@ -33,9 +33,9 @@ import torch  # noqa: F401   the decoder run several times slower
 
 with atheris.instrument_imports():
     import llmzip
-    from llmzip import codec  # noqa: F401 - instrumented (llmzip itself loads it lazily)
-    from llmzip import container as fmt
+    from llmzip.codec import stream as codec  # noqa: F401 - instrumented (llmzip itself loads it lazily)
     from llmzip.errors import LlmzipError
+    from llmzip.format import container as fmt
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

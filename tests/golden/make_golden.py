@@ -19,9 +19,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import llmzip  # noqa: E402
-from llmzip import codec  # noqa: E402
-from llmzip import container as fmt  # noqa: E402
-from llmzip.settings import MixConfig  # noqa: E402
+from llmzip.codec import stream  # noqa: E402
+from llmzip.format import container as fmt  # noqa: E402
+from llmzip.format.mixconfig import MixConfig  # noqa: E402
 from tests.helpers import CORPUS, build_model_dir  # noqa: E402
 
 SETTINGS = {"window": 16, "sinks": 2, "threads": 1}
@@ -66,7 +66,7 @@ def make_model_golden(names: list[str]) -> None:
     out = HERE / "models"
     out.mkdir(exist_ok=True)
     for name in names:
-        codec.CLASSIC = False
+        stream.TRY_LZMA = False
         (out / f"{name}.orig").write_bytes(MODEL_TEXT)
         (out / f"{name}.llmz").write_bytes(llmzip.compress(MODEL_TEXT, model=name))
         print(out / f"{name}.llmz")
@@ -82,7 +82,7 @@ def main() -> None:
     names = sys.argv[1:] or list(CASES)
     for name in names:
         data, extra, coded = CASES[name]
-        codec.CLASSIC = not coded
+        stream.TRY_LZMA = not coded
         (out / f"{name}.orig").write_bytes(data)
         (out / f"{name}.llmz").write_bytes(llmzip.compress(data, model=model,
                                                            **{**SETTINGS, **extra}))
