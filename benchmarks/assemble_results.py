@@ -49,9 +49,8 @@ file; `benchmarks/run_suite.sh --assemble-only` rebuilds this page without runni
 edit the results files, not this page. Each section names its command, its host and its date.
 Bits per byte count every byte of the container (header, frame records, checksums). The hosts
 are 2-core VMs whose speed drifts by 10-25% from run to run: compare times within one table
-only. Superseded experiments are in git history; the mixer's ablations are in
-[MIXING.md](MIXING.md), bad input and failure behaviour in [RELIABILITY.md](RELIABILITY.md),
-what changed in [CHANGELOG.md](../CHANGELOG.md).
+only. History is in git; mixer ablations in [MIXING.md](MIXING.md), bad input in
+[RELIABILITY.md](RELIABILITY.md), changes in [CHANGELOG.md](../CHANGELOG.md).
 """
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from llmzip import model as models
-from llmzip.engine.exact import Engine, quantize_model
+from llmzip.engine.exact import Engine
 from llmzip.engine.llama import Llama, LlamaConfig, longest_window
+from llmzip.engine.weights import quantize_model
 from llmzip.numeric import products
 from llmzip.numeric.pairdot import unpair_keys
 from tests.helpers import build_model_dir

@@ -1,7 +1,7 @@
 """The shape of the package (issues 24 and 43): subpackages by concept whose imports run one way,
 cli -> codec -> model and mixing -> engine -> numeric, with format beside them (imported from
-above, importing only llmzip.errors), and no import circle among the modules, counting the
-imports inside functions too."""
+above, importing only llmzip.errors), no import circle among the modules and at most
+:data:`FLOORS` imports on the longest chain, counting the imports inside functions too."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ TOP = {"errors", "cache", "progress"}
 FORMAT_MAY = {"llmzip.errors"}
 # The arithmetic of formats 1-2, each behind one boundary: who may reach it.
 LEGACY = {"llmzip.engine.legacy": {"llmzip.model.load"},
-          "llmzip.mixing.legacy": {"llmzip.codec.predictor"}}
+          "llmzip.mixing.legacy": {"llmzip.codec.stream"}}
+FLOORS = 8  # imports on the longest chain (python -m llmzip down to the numba set-up)
 
 
 def _module_name(path: Path) -> str:
@@ -81,6 +82,26 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert len(graph) > 40  # the walk saw the package and its subpackages
+
+
+def _longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The longest import chain (modules, top first) of an acyclic graph."""
+    best: dict[str, list[str]] = {}
+
+    def chain(module: str) -> list[str]:
+        if module not in best:
+            below = max((chain(d) for d in sorted(graph[module])), key=len, default=[])
+            best[module] = [module, *below]
+        return best[module]
+
+    return max((chain(m) for m in sorted(graph)), key=len)
+
+
+def test_few_floors():
+    """The package is at most FLOORS imports deep: a module sits on few others."""
+    longest = _longest_chain(_imports())
+    assert len(longest) - 1 <= FLOORS, " -> ".join(longest)
+    assert len(longest) - 1 >= 4  # (the walk saw the chains)
 
 
 def test_imports_run_one_way():

@@ -5,7 +5,7 @@ no click, no import of main.py; the table and the plot are report.py's.
 Every compressor compresses and decompresses the input in memory, in this process, and the
 round trip is checked. Measured per compressor: sizes, bits per byte, compress/decompress
 throughput (and tokens/s for llmzip), and the process's peak resident memory during its run.
-Published figures (:data:`PUBLISHED`, sources in :data:`PUBLISHED_SOURCES`) are added as
+Published figures (records.py: ``PUBLISHED``, sources in ``PUBLISHED_SOURCES``) are added as
 reference rows, marked "published", when an input is recognised (by sha256) as the file they
 were measured on.
 
@@ -16,22 +16,20 @@ zstandard and brotli (and rich, matplotlib for report.py) come with the ``bench`
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import gc
 import gzip
 import hashlib
 import importlib.util
 import io
 import lzma
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
+from llmzip.cli.records import LLMZIP, PUBLISHED, Record
 from llmzip.codec import stream
 from llmzip.codec.settings import Settings
 from llmzip.errors import FormatError, LlmzipError
@@ -68,23 +66,6 @@ KNOWN_FILES: tuple[KnownFile, ...] = (
               "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"),
     KnownFile("enwik9", 1_000_000_000, None),  # hash not at hand: size + name
 )
-
-# Published bits per byte, keyed by the label of the whole file; sources below.
-PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
-    "alice29.txt": (
-        ("gzip -9", 2.850), ("bzip2 -9", 2.272), ("xz -9", 2.551), ("cmix v21", 1.635),
-        ("ts_zip (RWKV 169M)", 1.142), ("Nacrith (SmolLM2-135M+n-gram+bias)", 0.918),
-    ),
-    "enwik8": (
-        ("gzip -9", 2.916), ("bzip2 -9", 2.32), ("xz -9", 1.989), ("cmix v21", 1.170),
-        ("ts_zip (RWKV 169M)", 1.106), ("Nacrith (SmolLM2-135M+n-gram+bias)", 0.939),
-    ),
-}
-PUBLISHED_SOURCES = (
-    "each system's authors, for the whole file (enwik8: the Large Text Compression Benchmark, "
-    "mattmahoney.net/dc/text.html; ts_zip: bellard.org/ts_zip)"
-)
-
 
 def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
@@ -132,47 +113,6 @@ CLASSIC: tuple[tuple[str, Transform, Transform], ...] = (
     ("zstd -19", _zstd, _unzstd),
     ("brotli -q 11", _brotli, _unbrotli),
 )
-LLMZIP = "llmzip"
-
-
-@dataclass
-class Record:
-    """One row: a compressor measured on one input, or a published reference figure."""
-
-    file: str
-    label: str
-    compressor: str
-    measured: bool
-    bytes: int
-    compressed_bytes: int | None = None
-    bpb: float | None = None
-    compress_kbps: float | None = None
-    decompress_kbps: float | None = None
-    tokens_per_s: float | None = None  # compression tokens/s (llmzip only)
-    decompress_tokens_per_s: float | None = None
-    peak_rss_mb: float | None = None
-    roundtrip_ok: bool | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict (bits per byte to 4 decimals, the other floats to
-        4 significant digits: a slow speed keeps its digits)."""
-        d = dataclasses.asdict(self)
-        if d["bpb"] is not None:
-            d["bpb"] = round(d["bpb"], 4)
-        for key in ("compress_kbps", "decompress_kbps", "tokens_per_s",
-                    "decompress_tokens_per_s", "peak_rss_mb"):
-            if d[key] is not None:
-                d[key] = significant(d[key], 4)
-        return d
-
-
-def significant(x: float, digits: int) -> float:
-    """``x`` rounded to ``digits`` significant digits (0.0031234 -> 0.003123)."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
-
-
 # ---------------------------------------------------------------------------------------------
 # Recognising inputs
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import TextIO
 
-from llmzip.cli.bench import CLASSIC, LLMZIP, PUBLISHED_SOURCES, Record
+from llmzip.cli.records import LLMZIP, PUBLISHED_SOURCES, Record
 from llmzip.codec.settings import DEFAULT_LEVEL
 
 
@@ -120,7 +120,8 @@ def plot(records: Sequence[Record], path: str) -> None:
     fig = Figure(figsize=(6.5 * len(labels), 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(labels), squeeze=False)[0]
-    colors = {name: f"C{i}" for i, name in enumerate([LLMZIP, *(c[0] for c in CLASSIC)])}
+    measured = dict.fromkeys(r.compressor for r in records if r.measured and not _ours(r))
+    colors = {name: f"C{i}" for i, name in enumerate([LLMZIP, *measured])}
     for ax, label in zip(axes, labels):
         rows = [r for r in records if r.label == label]
         measured = [r for r in rows if r.measured and r.compress_kbps and r.bpb is not None]

@@ -29,6 +29,8 @@ any drafter, always right or always wrong, gives the same file (tests/test_draft
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -38,7 +40,9 @@ from llmzip.engine.llama import ring_step
 from llmzip.format import container as fmt
 from llmzip.format.layout import Layout
 from llmzip.mixing.mixer import Mixer
-from llmzip.model.load import LoadedModel
+
+if TYPE_CHECKING:
+    from llmzip.model.load import LoadedModel
 
 AHEAD_ROWS = 256  # rows (steps x active streams) the encoder's model runs at once
 DRAFT_MOST = 4  # tokens the decoder guesses ahead per stream, at most
@@ -110,19 +114,19 @@ class Drafts:
 
 class Predictor:
     def __init__(self, model: LoadedModel, layout: Layout, coding: Coding,
-                 ahead: np.ndarray | None = None, drafts: Drafts | None = None) -> None:
+                 ahead: np.ndarray | None = None, drafts: Drafts | None = None,
+                 mixer: type[Mixer] = Mixer) -> None:
         """``ahead``: the tokens to be coded (``layout.scatter``'s table), known to the
         encoder only; None: the decoder, which learns each token once it is decoded and
-        drafts (``drafts``: the guesser, :class:`Drafts` by default)."""
+        drafts (``drafts``: the guesser, :class:`Drafts` by default). ``mixer``: the class
+        of the format's mixer (formats 1-2: mixing/legacy.py's, which codec/stream.py
+        passes)."""
         self.model = model
         self.layout = layout
         self.t = 0
         n0 = layout.active(0)
         keys = exponents(model) if coding.engine == fmt.ENGINE_KEYS else None
         self.cache = model.llama.new_cache(n0, coding.window, coding.sinks, keys)
-        mixer = Mixer
-        if model.legacy:  # formats 1-2: their own arithmetic, behind one boundary
-            from llmzip.mixing.legacy import LegacyMixer as mixer
         self.mixer = mixer(model.vocab_size, layout.lengths, coding.mix, layout.starts)
         self.inputs = torch.full((n0,), model.start_token, dtype=torch.int64)
         self.ahead = ahead

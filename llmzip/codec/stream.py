@@ -34,6 +34,7 @@ from llmzip.errors import ChecksumError, FormatError, LlmzipError, MismatchError
 from llmzip.format import container as fmt
 from llmzip.format.layout import Layout
 from llmzip.format.lineends import to_crlf, to_lf
+from llmzip.mixing.mixer import Mixer
 from llmzip.model.load import LoadedModel, load
 from llmzip.numeric.products import DECODER_ROWS, ENCODER_ROWS, TIMED_ROWS, configure
 
@@ -103,6 +104,16 @@ def load_model(spec: str | None, device: str, legacy: bool = False,
     return model
 
 
+def mixer_class(model: LoadedModel) -> type[Mixer]:
+    """The mixer of the model's format: formats 1-2 have their own arithmetic, behind one
+    boundary (mixing/legacy.py)."""
+    if model.legacy:
+        from llmzip.mixing.legacy import LegacyMixer
+
+        return LegacyMixer
+    return Mixer
+
+
 class FrameEncoder:
     """Codes frames with one model. Called with a frame's bytes (as a worker is, parallel.py):
     returns (frame, tokens coded by the model, the header's model section). ``size`` and
@@ -154,7 +165,8 @@ class FrameEncoder:
             encoder.encode(symbols, probs)
             return symbols
 
-        predictor = Predictor(self.model, layout, self.coding, ahead=table)
+        predictor = Predictor(self.model, layout, self.coding, ahead=table,
+                              mixer=mixer_class(self.model))
         _run_frame(predictor, code, _frame_progress(progress, len(data), layout.steps))
         return fmt.CodedFrame(len(data), crc, layout.lengths, encoder.finish(), crlf)
 
@@ -316,7 +328,7 @@ class FrameDecoder:
             return symbols
 
         try:
-            predictor = Predictor(model, layout, self.coding)
+            predictor = Predictor(model, layout, self.coding, mixer=mixer_class(model))
         except ValueError as e:  # settings the engine refuses (llama.cache_shape)
             raise FormatError(f"corrupt file: frame {index}: {e}") from None
         _run_frame(predictor, code, _frame_progress(progress, frame.length, layout.steps))

@@ -28,21 +28,21 @@ Numbers:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from llmzip.engine import kernels, rotary
 from llmzip.engine.kernels import KV_MAX
 from llmzip.engine.llama import LlamaConfig, cache_shape, grown, ring_step
+from llmzip.engine.weights import scale_of
 from llmzip.format.container import MAX_WINDOW
 from llmzip.numeric import exactmath as xm
-from llmzip.numeric import intmm, jit
+from llmzip.numeric import jit, linear16
 from llmzip.numeric import linear as numeric_linear
-from llmzip.numeric.jit import TINY
 from llmzip.numeric.linear import QMAX
 from llmzip.numeric.pairdot import padded_window, unpair_keys, unpair_values
-from llmzip.numeric.products import TIMED_ROWS, Products, sqrt
+from llmzip.numeric.products import TIMED_ROWS, Products
 
 F32, F64 = torch.float32, torch.float64
 STEP_BITS = 8  # attention scores in steps of 1/256 (nats)
@@ -53,31 +53,16 @@ NORM_BITS = 16  # attention weights, folded with the value scales, sum to about 
 assert 127 * (2**16 + 1 + MAX_WINDOW // 2) < 2**24
 
 
-def _scale_of(x: torch.Tensor, top: float) -> torch.Tensor:
-    """The per-row scale [..., 1] that maps a row's largest |x| to ``top``. Then
-    ``|round(x / scale)| <= top`` without a clamp: x / scale is at most top(1 + 2**-23), which
-    rounds to top. A zero row gets a tiny scale and stays zero."""
-    return x.abs().amax(dim=-1, keepdim=True).clamp_(min=TINY) / top
-
-
 def _power_of_two(e: torch.Tensor) -> torch.Tensor:
     """2.0**e float32 for int32 e in [-126, 127], built from its bits (no libm)."""
     return ((e + 127) << 23).view(F32)
-
-
-def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 [N, K] -> (int8 [N, K], float32 scale [N]): ``w ~= q * scale`` per row, |q| <= 127.
-    Used once, when a model is converted; the result is part of the model's fingerprint."""
-    w = w.to(F32)
-    scale = _scale_of(w, KV_MAX)
-    return torch.round(w / scale).to(torch.int8), scale[:, 0]
 
 
 def _pieces(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """The integers q = round(x / scale), |q| <= QMAX, as two pieces ``q = 256 hi + lo``
     written to out[0] = hi and out[1] = lo (hi in [-127, 127], lo in [-128, 127], exact in
     float32). Returns the scale [..., 1]."""
-    scale = _scale_of(x, QMAX)
+    scale = scale_of(x, QMAX)
     q = torch.div(x, scale).round_()
     hi, lo = out.unbind(0)
     torch.add(q, 128.0, out=hi).mul_(1.0 / 256).floor_()
@@ -87,10 +72,10 @@ def _pieces(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def fused_linear(lin: IntLinear, x: torch.Tensor, gain: torch.Tensor | None = None,
                  eps: float = 0.0) -> torch.Tensor:
-    """numeric/linear.linear, or intmm.linear for the ``int16`` kernel: ``lin(x)``, or with ``gain``
-    ``Engine.normed_linear(x, lin, gain)`` with ``rms_eps = eps``."""
+    """numeric/linear.linear, or numeric/linear16.linear for the ``int16`` kernel: ``lin(x)``,
+    or with ``gain`` ``Engine.normed_linear(x, lin, gain)`` with ``rms_eps = eps``."""
     if lin.products.name == "int16":
-        return intmm.linear(lin, x, gain, eps)
+        return linear16.linear(lin, x, gain, eps)
     return numeric_linear.linear(lin, x, gain, eps)
 
 
@@ -109,7 +94,7 @@ class IntLinear:
         products of the pieces, ``256 P(hi) + P(lo)`` rounded once, times the activation scale
         (times ``row``, a factor per row, if given) and the weight scale."""
         if row is None and jit.usable(x):
-            return fused_linear(self, x)  # the same bits, fused (numeric/linear.py, intmm.py)
+            return fused_linear(self, x)  # the same bits, fused (numeric/linear.py, linear16.py)
         b = x.shape[0]
         pieces = torch.empty((2, b, x.shape[1]), dtype=F32, device=x.device)
         scale = _pieces(x, pieces)
@@ -185,14 +170,14 @@ class Engine:
         factor per row after the product, from the exact sum of squares of x as integers."""
         if jit.usable(x):
             return fused_linear(lin, x, gain, self.config.rms_eps)
-        scale = _scale_of(x, QMAX)
+        scale = scale_of(x, QMAX)
         q = torch.div(x, scale).round_().double()
         ss = torch.linalg.vecdot(q, q).unsqueeze(-1)  # exact: integers below 2**53
         s64 = scale.double()
         ms = ss * s64
         ms = ms * s64
         ms = ms / x.shape[-1]
-        inv_rms = 1.0 / sqrt(ms + self.config.rms_eps)  # correctly rounded (kernels.sqrt)
+        inv_rms = 1.0 / xm.sqrt(ms + self.config.rms_eps)  # correctly rounded (exactmath.sqrt)
         return lin(x * gain, inv_rms.float())
 
     @staticmethod
@@ -232,7 +217,7 @@ class Engine:
             keys = self.rotate(cache.sink_keys, cos, sin)  # [L, B, G, S, D]
             if cache.key_div is not None:
                 keys.mul_(cache.key_div[:, None, :, None, :])  # exact: powers of two
-            scale = _scale_of(keys, KV_MAX)
+            scale = scale_of(keys, KV_MAX)
             q = torch.div(keys, scale).round_()  # [L, B, G, S, D]
             cache.kp[..., : cache.sinks, :] = q.unflatten(-1, (-1, 2)).transpose(-2, -3)
             cache.k_scale[..., : cache.sinks] = scale[..., 0]
@@ -257,10 +242,10 @@ class Engine:
             qk[:, H:].mul_(cache.key_div[i])
             qk[:, :H].mul_(cache.key_mul[i].repeat_interleave(R, dim=0))
         k = qk[:, H:]
-        scale = _scale_of(k, KV_MAX)
+        scale = scale_of(k, KV_MAX)
         cache.kp[i, :, :, :, slot] = torch.div(k, scale).round_().unflatten(-1, (-1, 2))
         cache.k_scale[i, :, :, slot] = scale[..., 0]
-        scale = _scale_of(v, KV_MAX)
+        scale = scale_of(v, KV_MAX)
         cache.vp[i, :, :, slot // 2, :, slot % 2] = torch.div(v, scale).round_()
         cache.v_scale[i, :, :, slot] = scale[..., 0]
         pieces = torch.empty((2, b, G, R, D), dtype=F32, device=qkv.device)
@@ -307,47 +292,6 @@ class Engine:
         a = e.mul_(v_scale[:, :, None, :]).mul_(c.float()).round_()
         out = torch.matmul(a, values.to(F32))  # exact: 127 * sum(a) < 2**24
         return out.mul_((1.0 / (c.float().double() * z)).float())
-
-
-def quantize_model(config: LlamaConfig, get: Callable[[str], torch.Tensor],
-                   progress: Callable[[int], object] | None = None) -> dict[str, torch.Tensor]:
-    """Float weights -> the engine's tensors: int8 rows with scales, and the RMSNorm gains as
-    float32. ``get(name)`` returns a weight by its Hugging Face name (KeyError if absent) and is
-    asked for one layer's weights at a time, so a caller that dequantises on demand never holds
-    the model in float32. Deterministic element-wise float32 arithmetic: every machine converts
-    a model to the same integers."""
-    out: dict[str, torch.Tensor] = {}
-
-    def f32(name: str) -> torch.Tensor:
-        return get(name).to(F32)
-
-    def put(name: str, matrix: torch.Tensor) -> None:
-        out[name + ".q"], out[name + ".scale"] = quantize_int8_rows(matrix)
-
-    put("embed", f32("model.embed_tokens.weight"))
-    try:
-        head = None if config.tie_embeddings else f32("lm_head.weight")
-    except KeyError:
-        head = None
-    if head is not None:  # a tied head is the embedding's integers (Engine.build)
-        put("head", head)
-    del head
-    out["head.norm"] = f32("model.norm.weight")
-    for i in range(config.num_layers):
-        p = f"model.layers.{i}."
-        out[f"layers.{i}.norm1"] = f32(p + "input_layernorm.weight")
-        put(f"layers.{i}.qkv", torch.cat([f32(p + f"self_attn.{n}_proj.weight") for n in "qkv"]))
-        if config.qkv_bias:
-            out[f"layers.{i}.qkv.bias"] = torch.cat(
-                [f32(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
-        put(f"layers.{i}.o", f32(p + "self_attn.o_proj.weight"))
-        out[f"layers.{i}.norm2"] = f32(p + "post_attention_layernorm.weight")
-        put(f"layers.{i}.gate_up",
-            torch.cat([f32(p + "mlp.gate_proj.weight"), f32(p + "mlp.up_proj.weight")]))
-        put(f"layers.{i}.down", f32(p + "mlp.down_proj.weight"))
-        if progress is not None:
-            progress(1)
-    return out
 
 
 _CACHED = ("kp", "vp", "k_scale", "v_scale", "sink_keys")

@@ -28,7 +28,7 @@ import torch
 from llmzip.format.mixconfig import MixConfig
 from llmzip.mixing import kernels
 from llmzip.numeric import jit
-from llmzip.numeric.products import sqrt
+from llmzip.numeric.exactmath import sqrt
 
 CLIP = 8.0
 ADA_EPS = 0.25  # part of the format: the AdaGrad step is lr * g / sqrt(ADA_EPS + G)

@@ -107,7 +107,7 @@ def _remove_stale(current: Path) -> None:
 def _convert_gguf(gguf: Path, out: Path) -> None:
     from safetensors.torch import save_file
 
-    from llmzip.engine.exact import quantize_model
+    from llmzip.engine.weights import quantize_model
 
     hf_config, tokenizer = config_and_tokenizer(gguf)
     config = LlamaConfig.from_hf(hf_config)

@@ -99,7 +99,8 @@ def _load(path: Path, device: str, legacy: bool, rows: tuple[int, ...]) -> Loade
         fingerprint = legacy_fingerprint(weights, tokenizer_json)
         llama = Llama(config, LegacyEngine(config, device), weights)
     else:
-        from llmzip.engine.exact import Engine, quantize_model
+        from llmzip.engine.exact import Engine
+        from llmzip.engine.weights import quantize_model
 
         if gguf:
             from safetensors.torch import load_file

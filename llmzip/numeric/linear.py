@@ -1,6 +1,7 @@
 """The linear layer's kernels: a row of float32 activations to its 16-bit integers
 ``256 hi + lo`` and its scale (the exact engine's quantiser), and the exact products back to
-float32 rows; :func:`linear` runs a whole layer with the chosen product (products.py)."""
+float32 rows; :func:`linear` runs a whole layer with the chosen product (products.py),
+(linear16.py: the same layer through intmm.py's one-pass product)."""
 
 from __future__ import annotations
 

@@ -300,16 +300,6 @@ def choose(device: str, shapes: Sequence[tuple[int, int]] = (),
     return name
 
 
-def sqrt(x: torch.Tensor) -> torch.Tensor:
-    """The correctly rounded (IEEE 754) square root, element by element. ``torch.sqrt`` is not
-    one on the CPU: torch 2.13's CPU kernel is one ulp off on ~0.8% of float32 and float64
-    inputs (measured on AVX-512 and with ATEN_CPU_CAPABILITY=avx2 or default), while CUDA's
-    sqrt is correctly rounded. numpy's is the hardware instruction, correctly rounded."""
-    if x.is_cuda:
-        return torch.sqrt(x)
-    return torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)
-
-
 def _numba_threads(threads: int) -> None:
     """The fused kernels' parallel loops (numba) run on at most ``threads`` threads of this
     thread: numba's pool holds one per core, and waking threads that have no chunk to run
