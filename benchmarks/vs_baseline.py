@@ -1,5 +1,6 @@
 """This checkout against a baseline commit, in one run on the same host: size, bits per byte,
-compress and decompress time, speed ratio and peak memory, every round trip checked.
+compress and decompress time, speed ratio and peak memory, every round trip checked, and
+whether the two sides' files are byte-identical.
 
     python benchmarks/vs_baseline.py ../shared/data/alice29.txt [--bytes N] [--base 87322f5]
         [--isa avx2] [--threads N] [--repeat R] [-- extra compress flags for this checkout]
@@ -108,7 +109,7 @@ def main() -> None:
         # A first short run, not timed: compiles and caches what a first run on a new host
         # kind would (numba's kernels for that CPU), so both sides are timed warm.
         run(src, ["compress", *flags], warm, work / "warm.llmz", env)
-    rounds = []
+    rounds, identical = [], []
     for _ in range(args.repeat):
         rows = {}
         for name, (src, flags) in sides.items():
@@ -117,7 +118,9 @@ def main() -> None:
             td, md = run(src, ["decompress", *threads], packed, back, env)
             ok = back.read_bytes() == data
             rows[name] = (packed.stat().st_size, tc, td, max(mc, md), ok)
+        same = (work / "base.llmz").read_bytes() == (work / "head.llmz").read_bytes()
         rounds.append(rows)
+        identical.append(same)
     kb = len(data) / 1024
     print(f"host: {cpu_flags()}; isa: {args.isa}; file: {args.file} "
           f"({len(data)} bytes); base {args.base}, head {' '.join(args.extra) or 'defaults'}")
@@ -132,7 +135,8 @@ def main() -> None:
         (bs, btc, btd, _, _), (hs, htc, htd, _, _) = rows["base"], rows["head"]
         ratios.append((btc / htc, btd / htd))
         print(f"round {r}: head vs base: size {hs / bs - 1:+.2%}, compress {btc / htc:.2f}x "
-              f"faster, decompress {btd / htd:.2f}x faster")
+              f"faster, decompress {btd / htd:.2f}x faster; files "
+              f"{'byte-identical' if identical[r - 1] else 'differ'}")
     if len(rounds) > 1:
         print(f"median over {len(rounds)} rounds: compress "
               f"{statistics.median(c for c, _ in ratios):.2f}x, decompress "

@@ -339,5 +339,5 @@ def test_recall_voters_are_the_reference_s(seed):
             r.update(y)
     # the ties were there: some query had more than K entries at its K-th cosine
     q = pair[0]._keys_of(states[:6])
-    cos = (q @ pair[0].keys[:pair[0].size].T.astype(np.float64))
+    cos = q.astype(np.float64) @ pair[0].stored().T.astype(np.float64)
     assert seed % 2 or (cos >= np.sort(cos, axis=1)[:, -8:-7]).sum(axis=1).max() > 8

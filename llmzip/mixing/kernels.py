@@ -109,8 +109,9 @@ def bias_step(f, c, y, ry, lr, adaptive, b, g2, b_out, g2_out, b32, chunks):
 @njit(**PAR)
 def nearest(dots, inv, inv_norm, k, cols, sims, counts, chunks):
     """Recall.predict's choice of voters: for each row r of the exact dot products dots
-    [n, m] (float32 integers), the cosines ``(float64(dots[r, j]) * inv[r]) * inv_norm[j]``
-    (two roundings, the reference's order) and every j whose cosine is >= the row's k-th
+    [n, m] (integers, int64 or float32), the cosines
+    ``(float64(dots[r, j]) * inv[r]) * inv_norm[j]`` (two roundings, the reference's order)
+    and every j whose cosine is >= the row's k-th
     largest (k <= m): counts[r] of them, their columns in cols[r] and cosines in sims[r]
     (increasing j; cols and sims [n, m]). One pass: an entry is kept while it is >= the
     running k-th largest, which only grows, then those below the final one are dropped."""
@@ -196,8 +197,9 @@ def bias_update(bias, f: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
 
 def voters(dots: np.ndarray, inv: np.ndarray, inv_norm: np.ndarray,
            k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Recall.predict's voters from the dot products [n, m] (float32, exact integers): rows,
-    columns and cosines of every entry at least as similar as its row's k-th (k < m)."""
+    """Recall.predict's voters from the dot products [n, m] (exact integers: int64 or
+    float32): rows, columns and cosines of every entry at least as similar as its row's k-th
+    (k < m)."""
     n, m = dots.shape
     cols = np.empty((n, m), np.int64)
     sims = np.empty((n, m), np.float64)

@@ -13,8 +13,10 @@ rounded, in an order that no library chooses:
 - states are quantised per row to 20-bit integers (power-of-two scale, as
   exactmath.quantize_rows), projected by a fixed +-1 matrix to PROJ dimensions (a float64
   product of integers below 2**53: exact in any order) and quantised again to |q| <= 2**BITS;
-- dot products of those are integers below 2**24, which a float32 matrix product computes
-  exactly in any order; squared norms are integer sums;
+- dot products of those are integers below 2**24: numeric/intmm.py's exact 16-bit product
+  of the queries with the stored keys (int16, in its blocked layout), or, without numba, a
+  float32 matrix product of the same integers (exact in any order); squared norms are
+  integer sums;
 - ``cos = dot * (1/sqrt(|a|^2)) * (1/sqrt(|b|^2))``: IEEE-rounded float64 operations;
 - the K-th largest cosine is a value, and every entry at least that similar votes (ties are
   all kept, so no selection algorithm's tie order matters);
@@ -30,9 +32,9 @@ import torch
 from llmzip.mixing import kernels
 from llmzip.mixing.ngram import SLOTS
 from llmzip.numeric import exactmath as xm
-from llmzip.numeric import jit
+from llmzip.numeric import intmm, jit
 
-# The two products run in torch, not numpy: numpy's BLAS has its own threads, which spin after
+# The float products run in torch, not numpy: numpy's BLAS has its own threads, which spin after
 # each call and slowed the model's next step by a third on 2 cores (benchmarks/MIXING.md).
 
 # Format constants: files depend on every value below (a change needs new mixer settings).
@@ -72,7 +74,8 @@ class Recall:
         self.capacity = 1 << capacity_bits
         self.theta = float(theta)
         self.proj = np.zeros((0, PROJ))  # [D, PROJ], made at the first predict
-        self.keys = np.zeros((self.capacity, PROJ), dtype=np.float32)
+        # entry j: lanes 2 (j % 16) and 2 (j % 16) + 1 of tile j // 16 (intmm.block's layout)
+        self.keys = np.zeros((self.capacity // intmm.COLS, PROJ // 2, 2 * intmm.COLS), np.int16)
         self.inv_norm = np.zeros(self.capacity, dtype=np.float64)
         self.tokens = np.zeros(self.capacity, dtype=np.int64)
         self.size = 0  # entries stored (<= capacity)
@@ -102,11 +105,11 @@ class Recall:
         votes = np.zeros((n, SLOTS), dtype=np.int64)
         if m == 0:
             return tok, votes, np.zeros(n, dtype=np.int64)
-        dots = torch.from_numpy(q) @ torch.from_numpy(self.keys[:m]).T  # exact integers
+        dots = self._dots(q)
         if m > K and jit.available():  # the same set of voters and cosines, in one pass
-            rows, cols, sim = kernels.voters(dots.numpy(), inv, self.inv_norm[:m], K)
+            rows, cols, sim = kernels.voters(dots, inv, self.inv_norm[:m], K)
             return self._votes(n, rows, cols, sim, tok, votes)
-        cos = dots.numpy().astype(np.float64)
+        cos = dots.astype(np.float64)
         cos *= inv[:, None]
         cos *= self.inv_norm[None, :m]
         if m > K:
@@ -120,6 +123,21 @@ class Recall:
         else:
             rows, cols = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
         return self._votes(n, rows, cols, cos[rows, cols], tok, votes)
+
+    def stored(self) -> np.ndarray:
+        """The keys of the stored entries [size, PROJ] (float32 integers), by ring position."""
+        tiles = -(-self.size // intmm.COLS)
+        k = self.keys[:tiles].reshape(tiles, PROJ // 2, intmm.COLS, 2).transpose(0, 2, 1, 3)
+        return k.reshape(tiles * intmm.COLS, PROJ)[:self.size].astype(np.float32)
+
+    def _dots(self, q: np.ndarray) -> np.ndarray:
+        """The exact dot products [n, size] of the queries q (float32 integers) with the stored
+        keys: int64 from intmm's kernel, or float32 from torch's product of the same integers."""
+        m = self.size
+        if jit.available() and intmm.available:
+            tiles = -(-m // intmm.COLS)
+            return intmm.product(q, self.keys[:tiles], m, jit.threads_for(tiles))
+        return (torch.from_numpy(q) @ torch.from_numpy(self.stored()).T).numpy()
 
     def _votes(self, n: int, rows: np.ndarray, cols: np.ndarray, sim: np.ndarray,
                tok: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,7 +172,10 @@ class Recall:
             q, inv, tokens = q[-self.capacity:], inv[-self.capacity:], tokens[-self.capacity:]
         n = len(q)
         at = (self.next + np.arange(n)) % self.capacity
-        self.keys[at] = q
+        tile, lane = at[:, None] // intmm.COLS, 2 * (at[:, None] % intmm.COLS)
+        pair = np.arange(PROJ // 2)[None, :]
+        self.keys[tile, pair, lane] = q[:, 0::2]
+        self.keys[tile, pair, lane + 1] = q[:, 1::2]
         self.inv_norm[at] = inv
         self.tokens[at] = tokens
         self.next = int((self.next + n) % self.capacity)

@@ -8,7 +8,8 @@ plain vector code on other targets (ARM included): every path gives the same int
 Exactness: a pair sum is at most 2 * 32767 * 127 in magnitude, so an int32 lane holds the sum
 of :data:`BLOCK` = 256 pairs (2 * 32767 * 127 * 256 = 2,130,640,896 < 2**31); blocks are added
 in int64. No sum can overflow, whatever the values in that range (tests/test_intmm.py: the
-extremes).
+extremes). The same kernel takes int16 "weights" where both sides are small: recall's keys
+and queries, |w|, |q| <= 128 (a block sums at most 2 * 128 * 128 * 256 = 2**23).
 
 The engine's linear layer (linear.linear16) feeds it the 16-bit integers ``q = 256 hi + lo``
 themselves, one row per activation row, where the ``int8`` and ``float32`` kernels of
@@ -44,12 +45,12 @@ available = njit is not None and rows4 is not None
 
 
 def block(w8: np.ndarray) -> np.ndarray:
-    """int8 weights [N, K] -> [ceil(N / 16), ceil(K / 2), 32] int8: tile t holds columns
-    16 t .. 16 t + 15, pair p the inner positions 2p and 2p + 1, as (w[n, 2p], w[n, 2p + 1])
-    for n in the tile side by side (zeros pad N and K)."""
+    """int8 (or int16) weights [N, K] -> [ceil(N / 16), ceil(K / 2), 32] of that type: tile t
+    holds columns 16 t .. 16 t + 15, pair p the inner positions 2p and 2p + 1, as
+    (w[n, 2p], w[n, 2p + 1]) for n in the tile side by side (zeros pad N and K)."""
     n, k = w8.shape
     tiles, pairs = -(-n // COLS), -(-k // 2)
-    full = np.zeros((tiles * COLS, pairs * 2), np.int8)
+    full = np.zeros((tiles * COLS, pairs * 2), w8.dtype if w8.dtype == np.int16 else np.int8)
     full[:n, :k] = w8
     out = full.reshape(tiles, COLS, pairs, 2).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(out).reshape(tiles, pairs, 2 * COLS)

@@ -9,7 +9,8 @@ to the caches that reads and changes nothing.
 
     sum over p < 4, l < 16 of  k[o + 2l] * lo(q_p) + k[o + 2l + 1] * hi(q_p),  o = ko + p * ks
 
-where ``k`` is an int8 array (pairs of int8 side by side) and each ``q_p`` an int32 holding two
+where ``k`` is an int8 array (pairs of int8 side by side; or int16, for callers whose
+pair sums stay below 2**31, as recall's |k|, |q| <= 128 do) and each ``q_p`` an int32 holding two
 int16 (``lo``: its low half, ``hi``: its high half, as :func:`pack` makes them). It is the
 pattern of x86's ``pmaddwd`` (and of VNNI's ``vpdpwssd``, which LLVM forms from it): every
 product and pair sum is an exact int32 (|k| <= 128, |q| <= 2**15), so each of the code paths
@@ -94,11 +95,15 @@ else:
         return builder.add(builder.mul(even, _splat(builder, lo, 16)),
                            builder.mul(odd, _splat(builder, hi, 16)))
 
+    def _as16(builder, kv):
+        """The 32 int8 or int16 kv as <32 x i16> (int8 sign-extended)."""
+        vt = ir.VectorType(ir.IntType(16), 32)
+        return kv if kv.type == vt else builder.sext(kv, vt)
+
     def _pairs(builder, kv, q, width: int):
-        """pmaddwd of the 32 int8 kv (sign-extended) with the int16 pair q -> <16 x i32>."""
+        """pmaddwd of the 32 int8 or int16 kv with the int16 pair q -> <16 x i32>."""
         if width:
-            return _pairs_x86(builder, builder.sext(kv, ir.VectorType(ir.IntType(16), 32)), q,
-                              width)
+            return _pairs_x86(builder, _as16(builder, kv), q, width)
         return _pairs_generic(builder, kv, q)
 
     def _width(context) -> int:
@@ -106,9 +111,10 @@ else:
         return 512 if "avx512bw" in features else 256 if "avx2" in features else 0
 
     def _load_pairs(builder, arr_k, off):
-        """The 32 int8 at arr_k.data + off."""
+        """The 32 elements (int8 or int16, the array's type) at arr_k.data + off."""
+        element = arr_k.data.type.pointee
         pk = builder.bitcast(builder.gep(arr_k.data, [off]),
-                             ir.VectorType(ir.IntType(8), 2 * LANES).as_pointer())
+                             ir.VectorType(element, 2 * LANES).as_pointer())
         return builder.load(pk, align=1)
 
     def _lanes(builder, arr, at):
@@ -259,12 +265,11 @@ else:
                 ko_, qo_, qs_, n_ = (context.cast(builder, args[j], sig.args[j], types.intp)
                                      for j in (2, 4, 5, 6))
                 accs = _accumulators(builder, rows)
-                i16 = ir.IntType(16)
                 with cgutils.for_range(builder, n_) as loop:
                     p = loop.index
                     off = builder.add(ko_, builder.mul(p, ir.Constant(p.type, 32)))
                     kv = _load_pairs(builder, arr_k, off)
-                    k16 = builder.sext(kv, ir.VectorType(i16, 32))
+                    k16 = _as16(builder, kv)
                     for r in range(rows):
                         at = builder.add(builder.add(qo_, builder.mul(qs_, ir.Constant(
                             qs_.type, r))), p)
