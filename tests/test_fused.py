@@ -153,6 +153,23 @@ for o in offsets:
             at = 700 * p + 2 * l + o
             want[l] += int(k[at]) * int(lo[p]) + int(k[at + 1]) * int(hi[p])
 assert np.array_equal(acc, want), (acc, want)
+
+from llmzip.numeric import intmm  # rows4 with int16 keys (recall's product)
+from llmzip.engine.kernels import _scores  # the score intrinsics, 64 and 16 slots
+q16 = rng.integers(-128, 129, (6, 256)).astype(np.int16)
+w16 = rng.integers(-128, 129, (40, 256)).astype(np.int16)
+q16[0], w16[0] = 128, -128
+ref = q16.astype(np.int64) @ w16.astype(np.int64).T
+assert np.array_equal(intmm.product(q16, intmm.block(w16), 40), ref)
+W, R, DP = 96, 5, 8
+kp = rng.integers(-128, 128, (DP, W, 2)).astype(np.int8)
+vp = np.zeros((W // 2, 2 * DP, 2), np.int8)
+qp = pack(rng.integers(-32768, 32768, (R, DP)), rng.integers(-32768, 32768, (R, DP)))
+sc = np.zeros((R, W), np.int32)
+_scores(qp, kp, vp, W, sc)
+keys = kp.transpose(1, 0, 2).reshape(W, 2 * DP).astype(np.int64)
+qs = np.stack([qp & 0xFFFF, qp >> 16], -1).astype(np.int16).reshape(R, 2 * DP)
+assert np.array_equal(sc, qs.astype(np.int64) @ keys.T)
 print("equal")
 """
 
@@ -206,6 +223,29 @@ def test_attention_and_the_cache(heads, b, window, sinks, keys, seed):
             assert same(getattr(ref_cache, name), getattr(cache, name)), (t, name)
         ref_cache.t += 1
         cache.t += 1
+
+
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [64, 65, 130, 333])
+def test_attend_over_long_windows_in_every_row_grouping(R, n):
+    """The scores in passes of 64 slots and up to four query rows (pairdot's score
+    intrinsics, then 16-slot tails and leftover rows): the reference's bits for every group
+    size R and window length n, keys and values at the int8 extremes."""
+    G, D, b = 2, 32, 2
+    config = LlamaConfig(8, R * G * D, 8, 2, R * G, G, D, 10000.0, 1e-5, True)
+    engine = E.Engine(config)
+    gen = torch.Generator().manual_seed(n * 7 + R)
+    pieces = torch.randint(-127, 128, (b, G, 2 * R, D), generator=gen).float()
+    keys = torch.randint(-127, 128, (b, G, D, n), generator=gen).float()
+    keys[0, 0, :, : n // 2] = 127  # the largest scores: |q k| D at its bound
+    values = torch.randint(-127, 128, (b, G, n, D), generator=gen).float()
+    q_scale = torch.rand(b, G, R, 1, generator=gen) * 1e-3
+    k_scale = torch.rand(b, G, n, generator=gen) + 0.5
+    v_scale = torch.rand(b, G, n, generator=gen) + 0.5
+    with jit.disabled():
+        ref = engine.attend(pieces, q_scale, keys, k_scale, values, v_scale)
+    got = engine_kernels.attend(engine, pieces, q_scale, keys, k_scale, values, v_scale)
+    assert same(ref, got)
 
 
 @FEW

@@ -156,3 +156,18 @@ def test_a_forced_kernel_must_be_exact_here(monkeypatch):
 def test_timing_a_kernel_measures_seconds_per_row():
     t = products.time_kernel("int16", "cpu", [(48, 40)], rows=(1, 4), repeat=1)
     assert 0 < t < 10
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (5, 17), (8, 300)])
+def test_int16_keys_are_exact_at_recalls_extremes(m, n):
+    """Recall's product (int16 'weights'): keys and queries at +-128, the largest the
+    quantiser makes, give the exact integer dot products."""
+    rng = np.random.default_rng(n)
+    q = rng.integers(-128, 129, (m, 256)).astype(np.int16)
+    w = rng.integers(-128, 129, (n, 256)).astype(np.int16)
+    q[0], w[0], w[-1] = 128, 128, -128
+    ref = q.astype(np.int64) @ w.astype(np.int64).T
+    b = intmm.block(w)
+    assert b.dtype == np.int16 and b.shape == (-(-n // 16), 128, 32)
+    for chunks in (1, 2):
+        assert np.array_equal(intmm.product(q, b, n, chunks), ref)

@@ -120,3 +120,22 @@ def test_hidden_size_must_not_change_within_a_frame():
 
 
 _FIRST_SIGNS = "+-+-+++------+-+"
+
+
+def test_stored_keys_read_back_in_ring_order_after_a_wrap():
+    """The int16 blocked store (intmm's layout) holds each entry's quantised key at its ring
+    position: stored() is the keys of the newest 256 entries, and the kernel's dot products
+    with a query are the float reference's."""
+    rng = np.random.default_rng(5)
+    recall = Recall(8, 48.0)
+    keys = []
+    for _ in range(60):
+        h = rng.normal(size=(7, D))
+        keys.append(recall._keys_of(h))
+        _feed(recall, h, rng.integers(0, 9, size=7))
+    ring = np.zeros((256, rc.PROJ), np.float32)
+    for i, k in enumerate(np.concatenate(keys)):
+        ring[i % 256] = k
+    assert np.array_equal(recall.stored(), ring)
+    q = recall._keys_of(rng.normal(size=(3, D)))
+    assert np.array_equal(recall._dots(q), q.astype(np.float64) @ ring.T.astype(np.float64))

@@ -192,6 +192,16 @@ def _failures() -> list[str]:
         ref = engine.attend(pieces, q_scale, keys, k_scale, values, v_scale)
         check("attend", _same(ref, attend(engine, pieces, q_scale, keys, k_scale, values,
                                           v_scale)))
+        # a longer window in five rows: the scores' 64-slot passes, 16-slot tail, row groups
+        n, R = 150, 5
+        pieces = torch.randint(-127, 128, (1, 1, 2 * R, 16), generator=gen).float()
+        keys = torch.randint(-127, 128, (1, 1, 16, n), generator=gen).float()
+        values = torch.randint(-127, 128, (1, 1, n, 16), generator=gen).float()
+        q_scale = torch.full((1, 1, R, 1), 1e-3)
+        scales = torch.rand(2, 1, 1, n, generator=gen) + 0.5
+        ref = engine.attend(pieces, q_scale, keys, scales[0], values, scales[1])
+        check("attend 64", _same(ref, attend(engine, pieces, q_scale, keys, scales[0], values,
+                                             scales[1])))
         # the mixer: frequencies (ties at 1/512), the mixture, the shared bias's step
         V = 300
         logits = torch.randint(-4000, 4000, (6, V), generator=gen).float() / 512

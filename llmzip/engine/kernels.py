@@ -23,12 +23,20 @@ from llmzip.numeric.jit import (
 )
 from llmzip.numeric.linear import QMAX32
 from llmzip.numeric.pairdot import (
-    dot16,
+    WIDE,
     madd4,
     padded_window,
     pair_keys,
     pair_values,
     prefetch,
+    scores1x1,
+    scores1x4,
+    scores2x1,
+    scores2x4,
+    scores3x1,
+    scores3x4,
+    scores4x1,
+    scores4x4,
     wsum64,
 )
 
@@ -183,6 +191,59 @@ def _attention_input(x, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sca
 
 
 @njit(**JIT)
+def _score_rows(acc, ao, W, kp, jb, qp, qo, DP, rows, wide):
+    """Scores of ``rows`` (1..4) query rows from row qo // DP, slots jb .. jb + 16 (64 if
+    wide): pairdot's score intrinsic of that shape."""
+    ko, ks = 2 * jb, 2 * W
+    if wide:
+        if rows == 4:
+            scores4x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+        elif rows == 3:
+            scores3x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+        elif rows == 2:
+            scores2x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+        else:
+            scores1x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+    elif rows == 4:
+        scores4x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+    elif rows == 3:
+        scores3x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+    elif rows == 2:
+        scores2x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+    else:
+        scores1x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+
+
+
+@njit(**JIT)
+def _scores(qp, kp, vp, nb, acc):
+    """acc[r, j] = the exact integer scores sum q k of the query pairs qp [R, D/2] (rows
+    contiguous) with the keys kp [D/2, W, 2], slots j < nb (a multiple of 16, <= W): 64 slots
+    (one cache line per pair) and up to four rows per pass over the keys, then 16 at a time.
+    Integer sums, so the order of rows and slots changes no value. On the way, hints bring
+    the keys and the values vp [W/2, D, 2] ahead into the caches."""
+    R, DP = qp.shape
+    W = kp.shape[1]
+    D = 2 * DP
+    jb = 0
+    while jb < nb:
+        wide = nb - jb >= 16 * WIDE
+        for at in range(jb, jb + (16 * WIDE if wide else 16)):
+            if at % 32 == 0 and at + AHEAD < nb:  # (hints: the cache is cold)
+                for dp in range(DP):
+                    prefetch(kp, 2 * (dp * W + at + AHEAD))
+                for line in range(0, 32 * D, 64):
+                    prefetch(vp, (at + AHEAD) * D + line)
+        r = 0
+        while r < R:
+            rows = min(4, R - r)
+            _score_rows(acc, r * W + jb, W, kp, jb, qp, r * DP, DP, rows, wide)
+            r += rows
+        jb += 16 * WIDE if wide else 16
+
+
+
+@njit(**JIT)
 def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, acc, s, idx, ks,
                   vs, a, ap, o, scratch):
     """Engine.attend of one (stream, key group): the 16-bit query integers as pairs qp
@@ -198,23 +259,12 @@ def _attend_group(qp, q_scale, kp, k_scale, vp, v_scale, n, step, table, out, ac
     the rest, ``a & ~0x7fff``, which at most two weights have."""
     R, DP = qp.shape
     D = 2 * DP
-    W = kp.shape[1]
     last = F32(table.shape[0] - 1)
     for j in range(n):
         ks[j] = k_scale[j]
         vs[j] = v_scale[j]
     vmax = F64(largest(vs[:n], scratch))
-    nb = (n + 15) // 16 * 16  # <= W
-    for r in range(R):
-        ar = acc[r]
-        qr = qp[r]
-        for jb in range(0, nb, 16):
-            if r == 0 and jb % 32 == 0 and jb + AHEAD < nb:  # (hints: the cache is cold)
-                for dp in range(DP):
-                    prefetch(kp, 2 * (dp * W + jb + AHEAD))
-                for line in range(0, 32 * D, 64):
-                    prefetch(vp, (jb + AHEAD) * D + line)
-            dot16(ar, jb, kp, 2 * jb, 2 * W, qr, 0, DP)
+    _scores(qp, kp, vp, (n + 15) // 16 * 16, acc)
     M = (n + 7) // 8 * 4  # pairs of slots, in blocks of four (<= W / 2)
     D64 = D - D % 64
     D16 = D - D % 16

@@ -42,7 +42,9 @@ try:
     from numba.extending import intrinsic
 except ImportError:  # the kernels fall back to the torch reference
     madd4 = dot16 = wsum64 = prefetch = rows4 = rows1 = None
-    ROWS = 4
+    scores1x1 = scores2x1 = scores3x1 = scores4x1 = None
+    scores1x4 = scores2x4 = scores3x4 = scores4x4 = None
+    ROWS, WIDE = 4, 4
 else:
     LANES = 16  # int32 lanes of acc per call
 
@@ -290,6 +292,56 @@ else:
     ROWS = 4  # the rows of rows4
     rows4 = _rows_intrinsic(ROWS)
     rows1 = _rows_intrinsic(1)
+
+    def _scores_intrinsic(rows: int, blocks: int):
+        """The intrinsic ``f(acc, ao, as_, k, ko, ks, q, qo, qs, count)``: for r < rows and
+        c < blocks, ``acc[ao + r as_ + 16 c:][:16] = sum over p < count of
+        pairs(k[ko + p ks + 32 c:][:32], q[qo + r qs + p])`` (stored): the scores of ``rows``
+        queries against 16 ``blocks`` slots of the cache's keys (one 64-byte line per pair
+        when blocks is 4). Each run of k is loaded and sign-extended once for all rows; the
+        rows x blocks accumulators stay in registers."""
+
+        @intrinsic
+        def scores(typingctx, acc, ao, as_, k, ko, ks, q, qo, qs, count):
+            sig = types.void(acc, ao, as_, k, ko, ks, q, qo, qs, count)
+
+            def codegen(context, builder, sig, args):
+                width = _width(context)
+                arr_a, arr_k, arr_q = (context.make_array(sig.args[j])(context, builder, args[j])
+                                       for j in (0, 3, 6))
+                ao_, as__, ko_, ks_, qo_, qs_, n_ = (
+                    context.cast(builder, args[j], sig.args[j], types.intp)
+                    for j in (1, 2, 4, 5, 7, 8, 9))
+                accs = _accumulators(builder, rows * blocks)
+                with cgutils.for_range(builder, n_) as loop:
+                    p = loop.index
+                    base = builder.add(ko_, builder.mul(ks_, p))
+                    qvs = [_pair_at(builder, arr_q, builder.add(builder.add(qo_, builder.mul(
+                        qs_, ir.Constant(qs_.type, r))), p)) for r in range(rows)]
+                    for c in range(blocks):
+                        kv = _load_pairs(builder, arr_k,
+                                         builder.add(base, ir.Constant(base.type, 32 * c)))
+                        k16 = _as16(builder, kv)
+                        for r in range(rows):
+                            part = (_pairs_x86(builder, k16, qvs[r], width) if width
+                                    else _pairs_generic(builder, kv, qvs[r]))
+                            _accumulate(builder, accs[r * blocks + c], part)
+                for r in range(rows):
+                    row = builder.add(ao_, builder.mul(as__, ir.Constant(as__.type, r)))
+                    for c in range(blocks):
+                        at = builder.add(row, ir.Constant(row.type, 16 * c))
+                        builder.store(builder.load(accs[r * blocks + c]),
+                                      _lanes(builder, arr_a, at), align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return scores
+
+    WIDE = 4  # the blocks of 16 slots of the wide score intrinsics
+    scores1x1, scores2x1, scores3x1, scores4x1 = (_scores_intrinsic(r, 1) for r in range(1, 5))
+    scores1x4, scores2x4, scores3x4, scores4x4 = (_scores_intrinsic(r, WIDE)
+                                                  for r in range(1, 5))
 
     @intrinsic
     def prefetch(typingctx, arr, off):
