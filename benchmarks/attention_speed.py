@@ -1,6 +1,8 @@
 """Time the fused attention kernel (fused.attention_layer) alone: one step of 30 layers of
 SmolLM2's shape (9 query heads, 3 key/value heads of 64) at B streams over a full window of W
-slots, on a synthetic int8 cache, and the rate at which it reads the keys and values.
+slots, on a synthetic int8 cache, and the rate at which it reads the keys and values, beside
+the host's bound: a plain streaming read of as many bytes on the same threads (a sum of int64).
+A decoding step reads the whole cache once, so its time cannot go below that read's.
 
     python benchmarks/attention_speed.py [--streams 16] [--window 2048] [--threads 2]
                                          [--repeat 9]
@@ -21,10 +23,24 @@ import torch
 from llmzip.engine import kernels
 from llmzip.engine.exact import ATT_BITS, ATT_SIZE, STEP_BITS
 from llmzip.numeric import exactmath as xm
+from llmzip.numeric.jit import PAR, njit, part, prange
 from llmzip.numeric.pairdot import padded_window
 from llmzip.numeric.products import configure
 
 H, G, D, LAYERS = 9, 3, 64, 30
+
+
+@njit(**PAR)
+def _read(a, chunks):
+    """The sum of a (int64): every byte read once, in one contiguous chunk per thread."""
+    sums = np.zeros(chunks, np.int64)
+    for c in prange(chunks):
+        start, stop = part(c, chunks, a.size)
+        s = np.int64(0)
+        for i in range(start, stop):
+            s += a[i]
+        sums[c] = s
+    return sums.sum()
 
 
 def main() -> None:
@@ -66,6 +82,15 @@ def main() -> None:
     print(f"streams {B} window {W} threads {threads}: {best * 1e3:.1f} ms a step (median "
           f"{median * 1e3:.1f}), {best / B * 1e3:.2f} ms a stream, keys and values read at "
           f"{gb / best:.1f} GB/s, {best / (B * W) * 1e6:.2f} us a slot")
+    plain = np.ones(int(gb * 1e9) // 8, np.int64)
+    _read(plain, threads)
+    reads = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        _read(plain, threads)
+        reads.append(time.perf_counter() - start)
+    print(f"bound: a streaming read of the same {gb * 1e3:.0f} MB on {threads} threads: "
+          f"{min(reads) * 1e3:.1f} ms ({gb / min(reads):.1f} GB/s)")
 
 
 if __name__ == "__main__":
