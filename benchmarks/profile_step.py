@@ -8,13 +8,16 @@ the linear products' rate beside their bounds (GMAC/s achieved, GB/s of weights 
 Each component is timed by wrapping its functions (perf_counter around each call, nested calls
 counted once, in the outermost); "the rest" is the run's time less the components' (Python
 glue, the layout, torch's small ops). Run it alone on a quiet machine; the kernel choice is the
-machine's (kernels.choose) unless --kernel forces one (LLMZIP_KERNEL). Both directions run in
-this process, compress first; numba compiles before timing (a warm-up run on 500 bytes).
+machine's (kernels.choose, for each direction's row counts, as the command line chooses)
+unless --kernel forces one (LLMZIP_KERNEL). Both directions run in this process, compress
+first, each with the model loaded afresh; numba compiles before timing (a warm-up run on 500
+bytes).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -39,11 +42,14 @@ def main() -> None:
     from llmzip.engine import exact, kernels
     from llmzip.mixing import mixer
 
+    loading = importlib.import_module("llmzip.model.load")  # the module (not model.load)
+
     data = Path(args.file).read_bytes()[: args.bytes]
     llmzip.decompress(llmzip.compress(data[:500], threads=args.threads), threads=args.threads)
     loaded = model.load(None)
     llama = loaded.llama
     head = llama.head[1]
+    vocab = head.scale.shape[0]
 
     def nbytes(lin) -> int:
         w = lin.w.w if hasattr(lin.w, "w") else lin.w  # (kernels.Blocked, or a tensor)
@@ -71,7 +77,7 @@ def main() -> None:
 
     def linear_name(a):
         lin, x = a[0], a[1]
-        name = "LM head" if lin is head else "linear layers"
+        name = "LM head" if lin.scale.shape[0] == vocab else "linear layers"
         macs[name] += x.shape[0] * lin.scale.shape[0] * x.shape[1]
         return name
 
@@ -87,11 +93,15 @@ def main() -> None:
     ]
     for owner, name, wrapper in patches:
         setattr(owner, name, wrapper)
-    print(f"kernel: {llama.engine.products.name}; {len(data)} bytes; linear weights "
-          f"{weights / 1e6:.0f} MB, head {head_bytes / 1e6:.0f} MB (read per model pass)")
+    print(f"{len(data)} bytes; linear weights {weights / 1e6:.0f} MB, head "
+          f"{head_bytes / 1e6:.0f} MB (read per model pass)")
     print("| direction | component | seconds | share | rate |")
     print("| --- | --- | ---: | ---: | --- |")
+    kinds = {}
     for direction in ("compress", "decompress"):
+        # Each direction loads the model afresh, so that its product kernel is the one the
+        # command line picks for it (chosen at a process's first load, for its row counts).
+        loading._LOADED.clear()
         spent.clear()
         macs.clear()
         start = time.perf_counter()
@@ -100,6 +110,7 @@ def main() -> None:
         else:
             assert llmzip.decompress(blob, threads=args.threads) == data
         total = time.perf_counter() - start
+        kinds[direction] = next(iter(loading._LOADED.values())).llama.engine.products.name
         rest = total - sum(spent.values())
         for name, seconds in [*sorted(spent.items(), key=lambda kv: -kv[1]), ("the rest", rest)]:
             rate = ""
@@ -107,6 +118,7 @@ def main() -> None:
                 rate = f"{macs[name] / seconds / 1e9:.1f} GMAC/s"
             print(f"| {direction} | {name} | {seconds:.2f} | {seconds / total:.0%} | {rate} |")
         print(f"| {direction} | total | {total:.2f} | 100% | {len(data) / 1024 / total:.2f} KB/s |")
+    print("kernels: " + ", ".join(f"{d} {k}" for d, k in kinds.items()))
 
 
 if __name__ == "__main__":
