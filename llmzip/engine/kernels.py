@@ -190,28 +190,28 @@ def _attention_input(x, cos, sin, H, G, sink, write_sink, kp, k_scale, vp, v_sca
 
 
 
-@njit(**JIT)
-def _score_rows(acc, ao, W, kp, jb, qp, qo, DP, rows, wide):
-    """Scores of ``rows`` (1..4) query rows from row qo // DP, slots jb .. jb + 16 (64 if
-    wide): pairdot's score intrinsic of that shape."""
-    ko, ks = 2 * jb, 2 * W
-    if wide:
+def _score_rows_of(one, two, three, four):
+    """A kernel calling the score intrinsic of one slot width for 1..4 rows (the row count
+    known only at run time; the intrinsics' shapes are fixed at compile time)."""
+
+    @njit(**JIT)
+    def call(acc, ao, W, kp, jb, qp, qo, DP, rows):
+        ko, ks = 2 * jb, 2 * W
         if rows == 4:
-            scores4x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+            four(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
         elif rows == 3:
-            scores3x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+            three(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
         elif rows == 2:
-            scores2x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+            two(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
         else:
-            scores1x4(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
-    elif rows == 4:
-        scores4x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
-    elif rows == 3:
-        scores3x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
-    elif rows == 2:
-        scores2x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
-    else:
-        scores1x1(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+            one(acc, ao, W, kp, ko, ks, qp, qo, DP, DP)
+
+    return call
+
+
+# Scores of ``rows`` query rows from row qo // DP, slots jb .. jb + 16 (_narrow) or + 64 (_wide)
+_narrow = _score_rows_of(scores1x1, scores2x1, scores3x1, scores4x1)
+_wide = _score_rows_of(scores1x4, scores2x4, scores3x4, scores4x4)
 
 
 
@@ -228,18 +228,19 @@ def _scores(qp, kp, vp, nb, acc):
     jb = 0
     while jb < nb:
         wide = nb - jb >= 16 * WIDE
-        for at in range(jb, jb + (16 * WIDE if wide else 16)):
-            if at % 32 == 0 and at + AHEAD < nb:  # (hints: the cache is cold)
-                for dp in range(DP):
-                    prefetch(kp, 2 * (dp * W + at + AHEAD))
-                for line in range(0, 32 * D, 64):
-                    prefetch(vp, (at + AHEAD) * D + line)
-        r = 0
-        while r < R:
+        span = 16 * WIDE if wide else 16
+        for at in range((jb + 31) // 32 * 32, min(jb + span, nb - AHEAD), 32):  # (hints:
+            for dp in range(DP):  # the cache is cold; every 32 slots, as far ahead)
+                prefetch(kp, 2 * (dp * W + at + AHEAD))
+            for line in range(0, 32 * D, 64):
+                prefetch(vp, (at + AHEAD) * D + line)
+        for r in range(0, R, 4):
             rows = min(4, R - r)
-            _score_rows(acc, r * W + jb, W, kp, jb, qp, r * DP, DP, rows, wide)
-            r += rows
-        jb += 16 * WIDE if wide else 16
+            if wide:
+                _wide(acc, r * W + jb, W, kp, jb, qp, r * DP, DP, rows)
+            else:
+                _narrow(acc, r * W + jb, W, kp, jb, qp, r * DP, DP, rows)
+        jb += span
 
 
 
